@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.vidan-installed
+SAMPLES ?= samples
+REPORTS ?= reports/sample
+
+.PHONY: install run test test-fast bench clean
+
+install: $(STAMP)
+
+# torch and torchvision are installed first and by exact version: this workplace keeps
+# those two releases on disk, so pip takes them without a multi-GB download.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m vidan.models.cache --prepare
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m vidan.samples $(SAMPLES)
+	$(VENV)/bin/vidan analyze $(SAMPLES) --out $(REPORTS)
+	$(VENV)/bin/vidan search "a cup of coffee" --reports $(REPORTS) --top 3
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_memory.py
+	$(PY) benchmarks/bench_segments.py
+
+clean:
+	rm -rf $(VENV) $(SAMPLES) reports .pytest_cache

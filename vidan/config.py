@@ -1,0 +1,200 @@
+"""Typed configuration. Every report row carries ``Config.hash()`` and the model ids.
+
+A config is a tree of frozen dataclasses. ``Config.from_dict`` accepts the same tree as
+plain dicts (from TOML or YAML) and rejects unknown keys, so a typo is an error rather
+than a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    plan: str = "shots+speech"  # "fixed" | "shots" | "shots+speech"
+    window_s: float = 10.0  # length of fixed windows
+    min_s: float = 2.0  # shots shorter than this are merged into a neighbour
+    max_s: float = 20.0  # longer shots are split
+    pause_search_s: float = 1.5  # how far a boundary may move to reach a speech pause
+
+    def validate(self) -> None:
+        if self.plan not in ("fixed", "shots", "shots+speech"):
+            raise ConfigError(f"segments.plan must be fixed, shots or shots+speech, not {self.plan!r}")
+        if not (0 < self.min_s <= self.max_s):
+            raise ConfigError("segments: need 0 < min_s <= max_s")
+        if self.window_s <= 0:
+            raise ConfigError("segments.window_s must be positive")
+
+
+@dataclass(frozen=True)
+class FrameConfig:
+    backend: str = "decord"  # "decord" | "pyav"; the other one is the fallback
+    fallback: bool = True
+    sample_fps: float = 1.0  # frames a second sent to the image model
+    model_size: int = 224  # short side of frames given to the model
+    scan_fps: float = 8.0  # frames a second looked at by the shot detector
+    scan_width: int = 96
+    max_decode_side: int = 1280  # frames larger than this are downscaled while decoding
+
+    def validate(self) -> None:
+        if self.backend not in ("decord", "pyav"):
+            raise ConfigError(f"frames.backend must be decord or pyav, not {self.backend!r}")
+        if self.sample_fps <= 0 or self.scan_fps <= 0:
+            raise ConfigError("frames.sample_fps and frames.scan_fps must be positive")
+
+
+@dataclass(frozen=True)
+class ShotConfig:
+    threshold: float = 27.0  # PySceneDetect ContentDetector threshold
+    fade_threshold: float = 12.0  # mean brightness under which a frame counts as black
+    min_shot_s: float = 0.6
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    backend: str = "faster-whisper"  # "faster-whisper" | "openai-whisper" | "none"
+    model: str = "base"  # a bundled name, a local model folder, or an openai-whisper checkpoint
+    language: Optional[str] = None  # None: detect
+    beam_size: int = 5
+    vad: bool = True
+    compute_type: str = "int8"
+
+    def validate(self) -> None:
+        if self.backend not in ("faster-whisper", "openai-whisper", "none"):
+            raise ConfigError(f"asr.backend must be faster-whisper, openai-whisper or none, not {self.backend!r}")
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    visual_weight: float = 0.5
+    text_weight: float = 0.5
+
+
+@dataclass(frozen=True)
+class TagConfig:
+    taxonomy: Optional[str] = None  # path to a YAML or TOML taxonomy; None: the bundled one
+    threshold: float = 0.30  # minimum cosine for a classification tag
+    top_k: int = 3
+    visual_top_k: int = 5
+    visual_min_score: float = 0.05
+    keywords: int = 8
+
+
+@dataclass(frozen=True)
+class LimitConfig:
+    part_s: float = 600.0  # long videos are split into parts of this length
+    file_timeout_s: float = 900.0  # per part and stage
+    memory_mb: int = 4096  # per decoding process
+
+
+@dataclass(frozen=True)
+class Config:
+    segments: SegmentConfig = field(default_factory=SegmentConfig)
+    frames: FrameConfig = field(default_factory=FrameConfig)
+    shots: ShotConfig = field(default_factory=ShotConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    tags: TagConfig = field(default_factory=TagConfig)
+    limits: LimitConfig = field(default_factory=LimitConfig)
+
+    def validate(self) -> "Config":
+        for f in fields(self):
+            sub = getattr(self, f.name)
+            if hasattr(sub, "validate"):
+                sub.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def hash(self) -> str:
+        """Hash of everything that changes results. Limits only bound resources."""
+        d = self.to_dict()
+        d.pop("limits")
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def replace(self, **sections: Any) -> "Config":
+        """``cfg.replace(asr={"backend": "none"})``: a copy with some fields changed."""
+        merged = self.to_dict()
+        for name, values in sections.items():
+            if name not in merged:
+                raise ConfigError(f"unknown config section {name!r}")
+            merged[name].update(values)
+        return Config.from_dict(merged)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        return _build(cls, data, "").validate()
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        return cls.from_dict(load_mapping(path))
+
+
+def load_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (safe_load) or TOML file into a dict."""
+    p = Path(path)
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() == ".toml":
+        import tomllib
+
+        data = tomllib.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown option(s) in {where or 'config'}: {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        f = known[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{where}{name}.")
+        else:
+            kwargs[name] = _coerce(value, default, f"{where}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)) and not isinstance(value, bool):
+        try:
+            return type(default)(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value

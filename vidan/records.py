@@ -1,0 +1,173 @@
+"""Plain data that flows between vidan's stages.
+
+Nothing here imports a media library, a model or Ray: every type can be built by hand
+in a test. Times are seconds (float) measured from the start of the container's
+presentation timeline, taken from presentation timestamps, never ``index / fps``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+# Status of one input file in the ``videos`` report.
+OK = "ok"
+PARTIAL = "partial"
+FAILED = "failed"
+
+# Stages named in ``error_stage``.
+STAGE_DISCOVER = "discover"
+STAGE_PROBE = "probe"
+STAGE_DECODE = "decode"
+STAGE_AUDIO = "audio"
+STAGE_ASR = "asr"
+STAGE_ENCODE = "encode"
+STAGE_FUSE = "fuse"
+STAGE_WRITE = "write"
+
+
+class VidanError(Exception):
+    """An error about one input that carries the stage and the real cause.
+
+    ``message`` is what the failing tool said (ffmpeg's stderr, the decoder's own
+    words), so it can go straight into the report's ``error_message``.
+    """
+
+    def __init__(self, stage: str, message: str):
+        super().__init__(f"[{stage}] {message}")
+        self.stage = stage
+        self.message = message
+
+    def __reduce__(self):  # keep stage and message when pickled across processes
+        return (type(self), (self.stage, self.message))
+
+
+class MediaError(VidanError):
+    """The file could not be read as media (probe, decode or audio extraction)."""
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    index: int
+    kind: str  # "video" | "audio" | "subtitle" | "data" | "attachment"
+    codec: Optional[str]
+    language: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What probing one file found. Built by ``vidan.media.probe``."""
+
+    path: str
+    size_bytes: int
+    container: str
+    duration_s: float
+    start_time_s: float
+    streams: tuple[StreamInfo, ...]
+    video_codec: Optional[str] = None
+    width: Optional[int] = None  # coded width, before rotation
+    height: Optional[int] = None
+    frame_rate: Optional[str] = None  # exact fraction such as "30000/1001"
+    frame_count: Optional[int] = None  # from the container; may be absent or wrong
+    rotation: int = 0  # degrees clockwise needed to show the picture upright: 0/90/180/270
+    audio_codec: Optional[str] = None
+    audio_channels: Optional[int] = None
+    audio_sample_rate: Optional[int] = None
+
+    @property
+    def has_video(self) -> bool:
+        return any(s.kind == "video" for s in self.streams)
+
+    @property
+    def has_audio(self) -> bool:
+        return any(s.kind == "audio" for s in self.streams)
+
+    @property
+    def n_audio_streams(self) -> int:
+        return sum(1 for s in self.streams if s.kind == "audio")
+
+    @property
+    def n_video_streams(self) -> int:
+        return sum(1 for s in self.streams if s.kind == "video")
+
+
+@dataclass(frozen=True)
+class Span:
+    """A half-open time interval [start_s, end_s)."""
+
+    start_s: float
+    end_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    def overlap(self, other: "Span") -> float:
+        return max(0.0, min(self.end_s, other.end_s) - max(self.start_s, other.start_s))
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A shot boundary: the new shot starts at ``t_s``."""
+
+    t_s: float
+    kind: str = "cut"  # "cut" (hard cut) | "fade"
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class Word:
+    start_s: float
+    end_s: float
+    text: str
+    probability: float = 1.0
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One planned segment of a video. Built by ``vidan.segments``."""
+
+    index: int
+    start_s: float
+    end_s: float
+    reason: str  # why it starts here: "start" | "shot_cut" | "fade" | "speech_pause" | "length_limit" | "window"
+    keyframe_s: Optional[float] = None
+
+
+@dataclass
+class FramePart:
+    """What the visual stage made of one part of one video.
+
+    ``times_s`` are presentation times of the sampled frames; ``probs`` the image
+    classifier's class probabilities for each of them. Frames themselves never
+    leave the worker that decoded them.
+    """
+
+    span: Span
+    times_s: np.ndarray  # float64 (N,)
+    probs: np.ndarray  # float32 (N, n_classes)
+    cuts: list[Cut]
+    backend: str
+    frames_decoded: int
+    frames_sampled: int
+    frames_expected: Optional[int] = None
+    notes: list[str] = field(default_factory=list)  # losses worth reporting (partial)
+
+
+@dataclass
+class AudioPart:
+    """What the audio stage made of one part of one video."""
+
+    span: Span
+    words: list[Word]
+    language: Optional[str]
+    language_probability: Optional[float]
+    no_speech_prob: Optional[float]
+    speech: list[Span]  # voice activity, absolute times
+    loudness_hop_s: float  # spacing of ``loudness_db``
+    loudness_db: np.ndarray  # float32 RMS level in dBFS per hop, from span.start_s
+    acoustic: Optional[np.ndarray] = None  # float32 (M, D) per-hop acoustic features, optional
+    samples_decoded_s: float = 0.0  # seconds of audio actually decoded
+    notes: list[str] = field(default_factory=list)
