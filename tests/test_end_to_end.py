@@ -1,0 +1,162 @@
+"""The whole pipeline on a real local Ray with the real bundled models.
+
+One folder of generated videos is analysed once for the module; each test checks one
+promise the README makes about the report.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import vidan
+from vidan import synth
+from vidan.search import search
+from vidan.synth import Scene
+from vidan.wer import word_error_rate
+
+pytestmark = pytest.mark.ray
+
+SCENES = [(0.0, 8.0), (8.0, 15.0), (15.0, 23.0)]  # rocket | cut | coffee table, fade | green field
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    (d / "sub").mkdir()
+    a = synth.concat_audio(d / "coffee.wav", [(1.0, synth.speech_clip("coffee"))])
+    synth.write_video(d / "coffee.mp4", [Scene(8.0, synth.photo("coffee"))], audio=a)
+    a = synth.concat_audio(d / "cat.wav", [(0.5, synth.speech_clip("cat"))])
+    synth.write_video(d / "sub" / "cat nap.mkv", [Scene(7.0, synth.photo("chelsea"))], audio=a)
+    a = synth.concat_audio(d / "scenes.wav", [(0.5, synth.speech_clip("rocket")), (8.5, synth.speech_clip("bread")),
+                                              (16.5, synth.speech_clip("football"))])
+    synth.write_video(d / "scenes.mp4", [Scene(8.0, synth.photo("rocket")),
+                                         Scene(7.0, synth.photo("coffee"), fade_out_s=1.0),
+                                         Scene(8.0, (40, 140, 60), fade_in_s=1.0)], audio=a)
+    synth.write_video(d / "silent.mp4", [Scene(5.0, synth.photo("astronaut"))])
+    for wav in d.glob("*.wav"):
+        wav.unlink()
+    (d / "notes.mp4").write_text("this is not a video\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def report(folder, tmp_path_factory, ray_local):
+    out = tmp_path_factory.mktemp("report")
+    summary = vidan.analyze([folder], out=out)
+    return summary, vidan.load_report(out)
+
+
+def _video(rep, name):
+    rows = rep.videos[rep.videos.path.str.endswith(name)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+def _segments(rep, name):
+    vid = _video(rep, name).video_id
+    return rep.segments[rep.segments.video_id == vid].sort_values("segment_index")
+
+
+def test_every_file_gets_exactly_one_row(report, folder):
+    summary, rep = report
+    files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+    assert sorted(rep.videos.path) == files
+    assert rep.videos.video_id.is_unique
+    assert summary.files == 5 and summary.ok == 4 and summary.failed == 1
+    assert summary.exit_code == 1
+
+
+def test_good_files_ok_and_bad_file_failed_with_cause(report):
+    _, rep = report
+    for name in ("coffee.mp4", "cat nap.mkv", "scenes.mp4", "silent.mp4"):
+        row = _video(rep, name)
+        assert row.status == "ok", (name, row.error_stage, row.error_message, row.notes)
+        assert row.n_segments > 0
+    bad = _video(rep, "notes.mp4")
+    assert bad.status == "failed"
+    assert bad.error_stage == "probe"
+    assert bad.error_message and "see stderr" not in bad.error_message
+    assert (rep.segments.video_id == bad.video_id).sum() == 0
+
+
+def test_segments_tile_each_video(report):
+    _, rep = report
+    for row in rep.videos[rep.videos.status == "ok"].itertuples():
+        segs = rep.segments[rep.segments.video_id == row.video_id].sort_values("segment_index")
+        assert list(segs.segment_index) == list(range(len(segs)))
+        assert segs.start_s.iloc[0] == 0.0
+        assert segs.end_s.iloc[-1] == pytest.approx(row.duration_s, abs=1e-6)
+        assert np.allclose(segs.start_s.iloc[1:].to_numpy(), segs.end_s.iloc[:-1].to_numpy())
+        assert (segs.end_s > segs.start_s).all()
+
+
+def test_clear_speech_is_transcribed(report):
+    _, rep = report
+    segs = _segments(rep, "coffee.mp4")
+    said = " ".join(t for t in segs.transcript if t)
+    assert word_error_rate(synth.speech_text("coffee"), said) <= 0.2, said
+    assert set(segs.language.dropna()) == {"en"}
+    words = [w for ws in segs.words if ws is not None for w in ws]
+    assert words and all(0.9 <= w["start_s"] <= w["end_s"] <= 8.0 for w in words)
+
+
+def test_no_audio_means_null_transcript_and_audio_features(report):
+    _, rep = report
+    row = _video(rep, "silent.mp4")
+    assert not row.has_audio
+    segs = _segments(rep, "silent.mp4")
+    assert segs.transcript.isna().all()
+    assert segs.speech_ratio.isna().all() and segs.loudness_db.isna().all()
+    assert segs.audio_embedding.isna().all() and segs.text_embedding.isna().all()
+    assert segs.has_visual.all() and not segs.has_text.any()
+    assert (segs.visual_weight == 1.0).all()
+
+
+def test_rows_carry_provenance_and_embeddings(report):
+    _, rep = report
+    seg = rep.segments
+    assert seg.config_hash.nunique() == 1 and seg.config_hash.iloc[0] == vidan.Config().hash()
+    models = seg.models.iloc[0]
+    assert "whisper" in models["asr"] and "efficientnet" in models["vision"] and "MiniLM" in models["text"]
+    emb = np.stack(seg.embedding.to_numpy())
+    assert emb.shape[1] == 384 and emb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    assert (rep.videos.config_hash == seg.config_hash.iloc[0]).all()
+
+
+def test_tags_carry_label_score_and_source(report):
+    _, rep = report
+    segs = _segments(rep, "cat nap.mkv")
+    tags = [t for ts in segs.tags for t in ts]
+    kinds = {t["kind"] for t in tags}
+    assert {"visual", "audio", "keyword", "language"} <= kinds
+    assert all(set(t) == {"label", "score", "source", "kind"} for t in tags)
+    visual = [t["label"].lower() for t in tags if t["kind"] == "visual"]
+    assert any("cat" in lab or "tabby" in lab for lab in visual), visual
+    assert "speech" in {t["label"] for t in tags if t["kind"] == "audio"}
+
+
+def test_report_reads_directly_with_pandas(report):
+    summary, rep = report
+    videos = pd.read_parquet(summary.out / "videos")
+    segments = pd.read_parquet(summary.out / "segments")
+    assert len(videos) == len(rep.videos) and len(segments) == len(rep.segments)
+    assert not any(p.name.startswith(".staging") for p in summary.out.iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("query, name, scene", [
+    ("my cat sleeps on the sofa", "cat nap.mkv", None),
+    ("a rocket lifting off into the sky", "scenes.mp4", 0),
+    ("baking bread with flour and yeast", "scenes.mp4", 1),
+    ("the crowd cheered when the team scored a goal", "scenes.mp4", 2),
+    ("a strong cup of coffee in the morning", "coffee.mp4", None),
+])
+def test_search_finds_the_right_video_and_scene(report, query, name, scene):
+    summary, _ = report
+    hits = search(query, summary.out, top=3)
+    assert hits[0].path.endswith(name), [(h.path, h.start_s, h.score) for h in hits]
+    if scene is not None:
+        a, b = SCENES[scene]
+        assert min(hits[0].end_s, b) - max(hits[0].start_s, a) > 0

@@ -1,0 +1,5 @@
+import sys
+
+from vidan.cli import main
+
+sys.exit(main())

@@ -1,0 +1,173 @@
+"""Put one video's part results together: plan its segments and gather their features.
+
+Pure logic over ``FramePart``/``AudioPart`` (numpy only). The models that turn these
+features into embeddings and tags are applied by ``vidan.stages.FinishStage``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from vidan.config import Config
+from vidan.records import AudioPart, Cut, FramePart, MediaInfo, Segment, Span, Word
+from vidan.segments import plan_segments, words_in
+
+
+@dataclass
+class SegmentFeatures:
+    segment: Segment
+    frame_times: np.ndarray  # times of the sampled frames used for this segment
+    mean_probs: Optional[np.ndarray]  # None: no frame (no video stream, or decoding failed here)
+    transcript: Optional[str]  # None: no audio / ASR off; "" listened and nothing was said
+    words: Optional[list[Word]]
+    language: Optional[str]
+    language_probability: Optional[float]
+    no_speech_prob: Optional[float]
+    speech_ratio: Optional[float]
+    loudness_db: Optional[float]
+    acoustic: Optional[np.ndarray]
+
+
+@dataclass
+class VideoParts:
+    """Everything the parts of one video produced; failed parts are simply absent."""
+
+    info: MediaInfo
+    frames: list[FramePart] = field(default_factory=list)
+    audio: list[AudioPart] = field(default_factory=list)
+    transcribed: bool = False  # ASR ran on the audio (False: no audio, or --asr none)
+
+    @property
+    def cuts(self) -> list[Cut]:
+        return sorted((c for p in self.frames for c in p.cuts), key=lambda c: c.t_s)
+
+    @property
+    def words(self) -> list[Word]:
+        return sorted((w for p in self.audio for w in p.words), key=lambda w: w.start_s)
+
+    @property
+    def frame_times(self) -> np.ndarray:
+        if not self.frames:
+            return np.zeros(0)
+        return np.concatenate([p.times_s for p in self.frames])
+
+    @property
+    def frame_probs(self) -> Optional[np.ndarray]:
+        if not self.frames:
+            return None
+        return np.concatenate([p.probs for p in self.frames]).astype(np.float32)
+
+    def language(self) -> tuple[Optional[str], Optional[float]]:
+        """The language of the parts that had speech, weighted by their word count."""
+        votes: Counter = Counter()
+        prob: dict[str, float] = {}
+        for p in self.audio:
+            if p.language and p.words:
+                votes[p.language] += len(p.words)
+                prob[p.language] = max(prob.get(p.language, 0.0), p.language_probability or 0.0)
+        if not votes:
+            return None, None
+        lang = votes.most_common(1)[0][0]
+        return lang, prob[lang]
+
+
+def gather(parts: VideoParts, cfg: Config) -> list[SegmentFeatures]:
+    info = parts.info
+    times = parts.frame_times
+    probs = parts.frame_probs
+    words = parts.words
+    segments = plan_segments(info.duration_s, cfg.segments, cuts=parts.cuts if parts.frames else (),
+                             words=words, frame_times=times)
+    language, language_p = parts.language()
+    speech = [s for p in parts.audio for s in p.speech]
+    out = []
+    for seg in segments:
+        span = Span(seg.start_s, seg.end_s)
+        idx = _frames_for(times, span)
+        mean_probs = probs[idx].mean(axis=0) if probs is not None and len(idx) else None
+        if parts.audio:
+            seg_words = words_in(seg, words)
+            transcript = _join(seg_words) if parts.transcribed else None
+            speech_ratio = _covered(speech, span) / max(span.duration_s, 1e-9)
+            loud = _loudness(parts.audio, span)
+            acoustic = _acoustic(parts.audio, span)
+            nsp = _no_speech(parts.audio, span)
+        else:
+            seg_words, transcript, speech_ratio, loud, acoustic, nsp = None, None, None, None, None, None
+        out.append(SegmentFeatures(
+            segment=seg, frame_times=times[idx] if len(times) else times, mean_probs=mean_probs,
+            transcript=transcript, words=seg_words if parts.transcribed else None,
+            language=language if transcript else None,
+            language_probability=language_p if transcript else None,
+            no_speech_prob=nsp, speech_ratio=speech_ratio, loudness_db=loud, acoustic=acoustic,
+        ))
+    return out
+
+
+def _frames_for(times: np.ndarray, span: Span) -> np.ndarray:
+    """Indices of the sampled frames inside ``span``; the nearest one if none falls inside.
+
+    Short segments (a 0.4 s shot at 1 frame a second) still get a picture, the one
+    closest to their middle.
+    """
+    if len(times) == 0:
+        return np.zeros(0, dtype=int)
+    inside = np.nonzero((times >= span.start_s) & (times < span.end_s))[0]
+    if len(inside):
+        return inside
+    mid = (span.start_s + span.end_s) / 2
+    return np.array([int(np.argmin(np.abs(times - mid)))])
+
+
+def _join(words: Sequence[Word]) -> str:
+    text = "".join(w.text if w.text.startswith(" ") else " " + w.text for w in words)
+    return " ".join(text.split())
+
+
+def _covered(spans: Sequence[Span], span: Span) -> float:
+    return sum(s.overlap(span) for s in spans)
+
+
+def _hop_slice(part: AudioPart, n: int, span: Span) -> slice:
+    hop = part.loudness_hop_s
+    a = int(np.floor((max(span.start_s, part.span.start_s) - part.span.start_s) / hop))
+    b = int(np.ceil((min(span.end_s, part.span.end_s) - part.span.start_s) / hop))
+    return slice(max(a, 0), min(max(b, a + 1), n))
+
+
+def _loudness(parts: Sequence[AudioPart], span: Span) -> Optional[float]:
+    vals = []
+    for p in parts:
+        if p.span.overlap(span) > 0 and len(p.loudness_db):
+            vals.append(p.loudness_db[_hop_slice(p, len(p.loudness_db), span)])
+    if not vals:
+        return None
+    db = np.concatenate(vals).astype(np.float64)
+    if not len(db):
+        return None
+    # mean power, not mean dB: one loud second should dominate nine silent ones
+    return float(10 * np.log10(np.mean(10 ** (db / 10)) + 1e-12))
+
+
+def _acoustic(parts: Sequence[AudioPart], span: Span) -> Optional[np.ndarray]:
+    vals = []
+    for p in parts:
+        if p.acoustic is not None and len(p.acoustic) and p.span.overlap(span) > 0:
+            hop = (p.span.duration_s / len(p.acoustic))
+            a = int((max(span.start_s, p.span.start_s) - p.span.start_s) // hop)
+            b = int(np.ceil((min(span.end_s, p.span.end_s) - p.span.start_s) / hop))
+            vals.append(p.acoustic[a:max(b, a + 1)])
+    if not vals:
+        return None
+    v = np.concatenate(vals).mean(axis=0)
+    n = np.linalg.norm(v)
+    return (v / n).astype(np.float32) if n > 0 else None
+
+
+def _no_speech(parts: Sequence[AudioPart], span: Span) -> Optional[float]:
+    vals = [p.no_speech_prob for p in parts if p.no_speech_prob is not None and p.span.overlap(span) > 0]
+    return float(max(vals)) if vals else None

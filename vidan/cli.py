@@ -1,0 +1,156 @@
+"""The ``vidan`` command line.
+
+Exit status:
+  0  every input file was analysed (status ok)
+  1  the run finished, but some files failed or were only partly analysed
+  2  could not run: bad arguments, bad config, unusable output folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vidan", description="Analyse folders of video into parquet reports.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+
+    a = sub.add_parser("analyze", help="analyse video files and folders into a report",
+                       description="Analyse every video in the given files and folders; write OUT/videos, "
+                                   "OUT/segments and OUT/skipped as parquet.")
+    a.add_argument("paths", nargs="+", metavar="PATH", help="video files or folders (searched recursively)")
+    a.add_argument("--out", "-o", required=True, metavar="DIR", help="report folder (created if missing)")
+    a.add_argument("--config", metavar="FILE", help="a YAML or TOML config file (see README)")
+    a.add_argument("--taxonomy", metavar="FILE", help="a YAML or TOML taxonomy for classification tags")
+    a.add_argument("--segments", choices=["fixed", "shots", "shots+speech"], help="segment plan")
+    a.add_argument("--window", type=float, metavar="SECONDS", help="length of fixed windows")
+    a.add_argument("--frames-backend", choices=["decord", "pyav"], help="frame decoder tried first")
+    a.add_argument("--sample-fps", type=float, metavar="FPS", help="frames a second sent to the image model")
+    a.add_argument("--asr", choices=["faster-whisper", "openai-whisper", "none"], help="speech recognition backend")
+    a.add_argument("--asr-model", metavar="NAME_OR_PATH", help="ASR model: a bundled name or a local path")
+    a.add_argument("--language", metavar="CODE", help="spoken language (default: detect)")
+    a.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: embedded local Ray)")
+    a.add_argument("--local", action="store_true", help="run every stage in this process, without Ray")
+    a.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where models run")
+    a.add_argument("--num-cpus", type=int, metavar="N", help="CPUs for the embedded Ray")
+    a.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    a.add_argument("--debug", action="store_true", help="show tracebacks and worker logs")
+
+    s = sub.add_parser("search", help="find the segments that match a text query")
+    s.add_argument("query", help="what to look for, in plain words")
+    s.add_argument("--reports", "-r", required=True, metavar="DIR", help="a report folder written by analyze")
+    s.add_argument("--top", "-k", type=int, default=10, help="how many hits (default 10)")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _config(args):
+    from vidan.config import Config
+
+    cfg = Config.load(args.config) if args.config else Config()
+    changes: dict[str, dict] = {}
+
+    def put(section: str, key: str, value) -> None:
+        if value is not None:
+            changes.setdefault(section, {})[key] = value
+
+    put("tags", "taxonomy", os.path.abspath(args.taxonomy) if args.taxonomy else None)
+    put("segments", "plan", args.segments)
+    put("segments", "window_s", args.window)
+    put("frames", "backend", args.frames_backend)
+    put("frames", "sample_fps", args.sample_fps)
+    put("asr", "backend", args.asr)
+    put("asr", "model", args.asr_model)
+    put("asr", "language", args.language)
+    return cfg.replace(**changes) if changes else cfg
+
+
+def _analyze(args) -> int:
+    from vidan.api import analyze
+    from vidan.tags import load_taxonomy
+
+    cfg = _config(args)
+    load_taxonomy(cfg.tags.taxonomy)  # a bad taxonomy is an argument error, found before any work
+    missing = [p for p in args.paths if not os.path.lexists(p)]
+    if missing:
+        raise _Usage(f"no such file or folder: {', '.join(missing)}")
+    summary = analyze(args.paths, args.out, cfg, address=args.address, executor="local" if args.local else "ray",
+                      device=args.device, num_cpus=args.num_cpus, progress=not args.quiet,
+                      quiet_workers=not args.debug)
+    if not args.quiet:
+        print(f"{summary.files} file(s): {summary.ok} ok, {summary.partial} partial, {summary.failed} failed; "
+              f"{summary.skipped} skipped; {summary.segments} segments in {summary.seconds:.1f} s", file=sys.stderr)
+        print(f"report: {summary.out}", file=sys.stderr)
+        if summary.failed or summary.partial:
+            _print_problems(summary.out)
+    return summary.exit_code
+
+
+def _print_problems(out) -> None:
+    from vidan.report import load_report
+
+    v = load_report(out, columns={"videos": ["path", "status", "error_stage", "error_message"],
+                                  "segments": ["video_id"], "skipped": ["path"]}).videos
+    for r in v[v.status != "ok"].itertuples():
+        msg = (r.error_message or "").splitlines()[0] if r.error_message else ""
+        print(f"  {r.status:8} {r.path}: {r.error_stage or ''} {msg}".rstrip(), file=sys.stderr)
+
+
+def _search(args) -> int:
+    from vidan.search import search
+
+    hits = search(args.query, args.reports, top=args.top)
+    for h in hits:
+        if args.json:
+            print(json.dumps({"path": h.path, "video_id": h.video_id, "segment_index": h.segment_index,
+                              "start_s": round(h.start_s, 3), "end_s": round(h.end_s, 3),
+                              "score": round(h.score, 4), "modality": h.modality}))
+        else:
+            said = f'  "{h.transcript[:70]}"' if h.transcript else ""
+            print(f"{h.score:.3f}  {h.path}  {h.start_s:7.2f}-{h.end_s:7.2f}s  [{h.modality}]{said}")
+    return EXIT_OK
+
+
+class _Usage(Exception):
+    pass
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from vidan import __version__
+
+        print(f"vidan {__version__}")
+        return EXIT_OK
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_CANNOT_RUN
+    debug = getattr(args, "debug", False)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from vidan.config import ConfigError
+    from vidan.store import OutputError
+
+    try:
+        return _analyze(args) if args.command == "analyze" else _search(args)
+    except (ConfigError, OutputError, _Usage, FileNotFoundError, ValueError) as e:
+        if debug:
+            raise
+        print(f"vidan: error: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except KeyboardInterrupt:
+        print("vidan: interrupted; nothing was published", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Fusion maths: per-modality embeddings into one vector in the shared text space.
+
+Pure numpy. The shared space is the sentence-embedding space (all-MiniLM-L6-v2): text
+lands there directly; frames land there through the image classifier, as the
+probability-weighted mean of the embeddings of their top class names (ConSE,
+Norouzi et al., 2014), because no CLIP-like weights install offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import numpy as np
+
+MODALITIES = ("visual", "text")
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=axis, keepdims=True)
+    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
+
+
+def conse(probs: np.ndarray, label_embeddings: np.ndarray, top_t: int = 10) -> np.ndarray:
+    """Project class probabilities (C,) into the embedding space of ``label_embeddings`` (C, D).
+
+    Only the ``top_t`` classes count: the long tail of small probabilities is noise
+    that would pull every image towards the mean of all labels.
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    top = np.argsort(probs)[::-1][:top_t]
+    w = probs[top]
+    if w.sum() <= 0:
+        return np.zeros(label_embeddings.shape[1], np.float32)
+    v = (w[:, None] * label_embeddings[top]).sum(axis=0) / w.sum()
+    return l2_normalize(v)
+
+
+@dataclass(frozen=True)
+class Fused:
+    embedding: np.ndarray  # (D,) float32, L2-normalised; zeros when nothing was present
+    weights: dict[str, float]  # the weights actually used, renormalised over present modalities
+    present: dict[str, bool]
+
+
+def fuse(embeddings: Mapping[str, Optional[np.ndarray]], weights: Mapping[str, float]) -> Fused:
+    """Weighted mean of the L2-normalised embeddings that are present, renormalised.
+
+    A missing modality (``None``) gets weight 0 and the others share its weight, so a
+    silent segment is described by its pictures alone rather than pulled to zero.
+    """
+    present = {m: embeddings.get(m) is not None for m in MODALITIES}
+    raw = {m: float(weights.get(m, 0.0)) if present[m] else 0.0 for m in MODALITIES}
+    total = sum(raw.values())
+    used = {m: (w / total if total > 0 else 0.0) for m, w in raw.items()}
+    dim = next((len(e) for e in embeddings.values() if e is not None), 0)
+    acc = np.zeros(dim, np.float32)
+    for m in MODALITIES:
+        if present[m] and used[m] > 0:
+            acc += used[m] * l2_normalize(embeddings[m])
+    return Fused(embedding=l2_normalize(acc), weights=used, present=present)

@@ -1,0 +1,88 @@
+"""Search a report: embed the query in the shared space, score every segment.
+
+Each segment is scored against its fused, visual and text embeddings; the best of the
+three is the segment's score and names the modality that matched. A query about
+something said meets the transcript embedding; one about something seen meets the
+visual one; the fused vector catches queries that need both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+SEARCH_COLUMNS = ["video_id", "path", "segment_index", "start_s", "end_s", "transcript", "tag_labels",
+                  "embedding", "visual_embedding", "text_embedding"]
+_MODALITY_COLUMNS = {"fused": "embedding", "visual": "visual_embedding", "text": "text_embedding"}
+
+
+@dataclass(frozen=True)
+class Hit:
+    path: str
+    video_id: str
+    segment_index: int
+    start_s: float
+    end_s: float
+    score: float
+    modality: str  # the embedding that matched best: fused | visual | text
+    transcript: Optional[str]
+    tags: list[str]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _matrix(col) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) float32 matrix of a list column, and a mask of the rows that had a value."""
+    present = np.array([v is not None for v in col], dtype=bool)
+    dim = next((len(v) for v in col if v is not None), 0)
+    m = np.zeros((len(col), dim), np.float32)
+    if present.any():
+        m[present] = np.stack([np.asarray(v, np.float32) for v, p in zip(col, present) if p])
+    return m, present
+
+
+def rank(query_embedding: np.ndarray, segments, top: int = 10) -> list[Hit]:
+    """Rank the rows of a segments frame (with ``SEARCH_COLUMNS``) against a unit query vector."""
+    if len(segments) == 0:
+        return []
+    q = np.asarray(query_embedding, np.float32)
+    scores = []
+    for modality, column in _MODALITY_COLUMNS.items():
+        m, present = _matrix(list(segments[column]))
+        s = np.full(len(segments), -np.inf, np.float32)
+        if m.shape[1]:
+            s[present] = m[present] @ q
+        scores.append(s)
+    stacked = np.stack(scores)  # (3, N)
+    best = stacked.max(axis=0)
+    which = stacked.argmax(axis=0)
+    names = list(_MODALITY_COLUMNS)
+    order = [i for i in np.argsort(-best, kind="stable") if np.isfinite(best[i])][:top]
+    hits = []
+    for i in order:
+        r = segments.iloc[i]
+        tags = r["tag_labels"]
+        hits.append(Hit(path=r["path"], video_id=r["video_id"], segment_index=int(r["segment_index"]),
+                        start_s=float(r["start_s"]), end_s=float(r["end_s"]), score=float(best[i]),
+                        modality=names[which[i]], transcript=r["transcript"],
+                        tags=[] if tags is None else list(tags)))
+    return hits
+
+
+def search(query: str, reports: str | Path, top: int = 10, encoder=None) -> list[Hit]:
+    """Find the segments of the report in ``reports`` that best match ``query``."""
+    from vidan.report import load_report
+
+    if not query.strip():
+        raise ValueError("empty query")
+    rep = load_report(reports, columns={"segments": SEARCH_COLUMNS, "videos": ["video_id"], "skipped": ["path"]})
+    if encoder is None:
+        from vidan.models.text import load_text_encoder
+
+        encoder = load_text_encoder("cpu")
+    q = encoder.encode([query])[0]
+    return rank(q, rep.segments, top=top)

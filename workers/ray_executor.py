@@ -1,0 +1,172 @@
+"""Run vidan's stages on Ray actor pools: an embedded local Ray, or a cluster.
+
+One pool per stage. Encoder pools ask for a share of a GPU when the cluster has GPUs
+and run on CPU otherwise. Calls are queued here and handed to idle actors, so the
+object store holds only the work in flight. A crashed actor is restarted by Ray
+(``max_restarts``) but its call is not retried: the file fails alone, with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from vidan.config import Config
+from vidan.records import VidanError
+from vidan.stages import AUDIO, FINISH, STAGE_OF_KIND, VISUAL
+
+log = logging.getLogger("vidan")
+
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    size: int
+    num_cpus: float
+    num_gpus: float
+    threads: int
+    device: str
+
+
+def plan_pools(cpus: float, gpus: float, device: str = "auto") -> dict[str, PoolPlan]:
+    """How many actors of each stage, and what each asks for, on a cluster of this size.
+
+    Decoding and Whisper dominate, so the visual and audio pools split the CPUs; the
+    finishing stage (small text batches) is one actor that reserves no CPU so it can
+    always be placed.
+    """
+    cpus = max(1.0, cpus)
+    if gpus >= 1 and device != "cpu":
+        n = max(1, int(gpus))
+        per = max(1, int(cpus // (2 * n)))
+        enc = dict(size=n, num_cpus=1.0, num_gpus=0.5, threads=per, device="cuda")
+    else:
+        n = max(1, int(cpus // 4))
+        per = max(1, int(cpus // (2 * n)))
+        enc = dict(size=n, num_cpus=min(1.0, cpus / 2), num_gpus=0.0, threads=per, device="cpu")
+    return {
+        VISUAL: PoolPlan(**enc),
+        AUDIO: PoolPlan(**enc),
+        FINISH: PoolPlan(size=1, num_cpus=0.0, num_gpus=0.0, threads=1, device=enc["device"]),
+    }
+
+
+def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, temp_dir: Optional[str] = None,
+             quiet: bool = True) -> bool:
+    """Connect to ``address`` or start an embedded Ray bound to 127.0.0.1. True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=not quiet, logging_level=logging.WARNING,
+                                  configure_logging=True)
+    if address:
+        ray.init(address=address, **kwargs)
+        return True
+    # Keeps the embedded Ray on loopback: with it set, Ray picks 127.0.0.1 instead of
+    # the machine's public address (setting node_ip_address alone hung here).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, _temp_dir=temp_dir, **kwargs)
+    return True
+
+
+class RayExecutor:
+    def __init__(self, address: Optional[str] = None, *, num_cpus: Optional[int] = None, device: str = "auto",
+                 temp_dir: Optional[str] = None, quiet: bool = True):
+        self.address = address
+        self.num_cpus = num_cpus
+        self.device = device
+        self.temp_dir = temp_dir
+        self.quiet = quiet
+        self._started_ray = False
+        self._queues: dict[str, deque] = {}
+        self._idle: dict[str, list] = {}
+        self._inflight: dict[Any, tuple[int, str, Any]] = {}  # ref -> (handle, kind, actor)
+        self._done: dict[int, Any] = {}
+        self._next = 0
+
+    def start(self, config: Config) -> dict[str, str]:
+        import ray
+
+        from workers.actors import AudioActor, FinishActor, VisualActor
+
+        self._started_ray = init_ray(self.address, num_cpus=self.num_cpus, temp_dir=self.temp_dir, quiet=self.quiet)
+        res = ray.cluster_resources()
+        plans = plan_pools(res.get("CPU", 1.0), res.get("GPU", 0.0), self.device)
+        classes = {VISUAL: VisualActor, AUDIO: AudioActor, FINISH: FinishActor}
+        for kind, plan in plans.items():
+            cls = ray.remote(classes[kind]).options(
+                num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=-1, max_task_retries=0,
+            )
+            self._idle[kind] = [cls.remote(config, plan.device, plan.threads) for _ in range(plan.size)]
+            self._queues[kind] = deque()
+        ids = {
+            "vision": ray.get(self._idle[VISUAL][0].model_id.remote()),
+            "asr": ray.get(self._idle[AUDIO][0].model_id.remote()),
+            **ray.get(self._idle[FINISH][0].model_ids.remote()),
+        }
+        return ids
+
+    def submit(self, kind: str, *args: Any) -> int:
+        h = self._next
+        self._next += 1
+        self._queues[kind].append((h, args))
+        self._dispatch(kind)
+        return h
+
+    def _dispatch(self, kind: str) -> None:
+        q, idle = self._queues[kind], self._idle[kind]
+        while q and idle:
+            h, args = q.popleft()
+            actor = idle.pop()
+            self._inflight[actor.__call__.remote(*args)] = (h, kind, actor)
+
+    def wait(self, timeout: float) -> list[int]:
+        import ray
+
+        if not self._inflight:
+            return []
+        ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=timeout)
+        out = []
+        for ref in ready:
+            h, kind, actor = self._inflight.pop(ref)
+            self._done[h] = (ref, kind)
+            self._idle[kind].append(actor)
+            self._dispatch(kind)
+            out.append(h)
+        return out
+
+    def result(self, handle: int) -> Any:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+        ref, kind = self._done.pop(handle)
+        stage = STAGE_OF_KIND[kind]
+        try:
+            return ray.get(ref)
+        except RayTaskError as e:
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            if isinstance(cause, VidanError):
+                raise cause from None
+            raise VidanError(stage, f"{type(cause).__name__}: {cause}") from None
+        except (RayActorError, WorkerCrashedError) as e:
+            # The actor died (native crash, out of memory); Ray restarts it for the next file.
+            raise VidanError(stage, f"worker process died: {str(e).splitlines()[0]}") from None
+
+    def shutdown(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            return
+        for actors in self._idle.values():
+            for a in actors:
+                ray.kill(a)
+        for _, _, a in self._inflight.values():
+            ray.kill(a)
+        self._idle.clear()
+        self._inflight.clear()
+        if self._started_ray:
+            ray.shutdown()
