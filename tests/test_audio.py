@@ -1,0 +1,172 @@
+"""Audio extraction: the samples ASR and loudness see, aligned to vidan's timeline."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from vidan import synth
+from vidan.media.audio import SAMPLE_RATE, extract_audio
+from vidan.records import STAGE_AUDIO, MediaError, MediaInfo, Span, StreamInfo
+
+
+def _info(path) -> MediaInfo:
+    """The real prober when it exists; otherwise the few fields audio extraction reads."""
+    try:
+        from vidan.media.probe import probe
+    except ImportError:
+        probe = None
+    if probe is not None:
+        return probe(str(path))
+    import av
+
+    with av.open(str(path)) as c:
+        streams = tuple(StreamInfo(s.index, s.type, s.codec_context.name) for s in c.streams)
+        return MediaInfo(path=str(path), size_bytes=os.path.getsize(path), container=c.format.name,
+                         duration_s=(c.duration or 0) / 1e6, start_time_s=(c.start_time or 0) / 1e6,
+                         streams=streams)
+
+
+def _lag_s(samples: np.ndarray, reference: np.ndarray) -> float:
+    """Where the first second of ``reference`` sits inside ``samples``."""
+    probe = reference[:SAMPLE_RATE]
+    return float(np.argmax(np.correlate(samples, probe, "valid"))) / SAMPLE_RATE
+
+
+def _dominant_hz(samples: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE)[np.argmax(spectrum)])
+
+
+@pytest.fixture(scope="module")
+def speech_video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("audio") / "speech.mp4"
+    return synth.write_video(path, [synth.Scene(5.0, synth.photo("coffee"))], audio=synth.speech_clip("coffee"))
+
+
+def test_whole_file_is_mono_16k_speech(speech_video):
+    info = _info(speech_video)
+    samples, notes = extract_audio(speech_video, info)
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(len(samples) / SAMPLE_RATE - info.duration_s) < 0.1
+    assert np.sqrt(np.mean(samples ** 2)) > 0.01  # real speech, not silence
+    assert notes == []
+    reference = synth.read_audio(synth.speech_clip("coffee"))
+    assert _lag_s(samples[: 3 * SAMPLE_RATE], reference) == pytest.approx(0.0, abs=0.005)
+
+
+def test_span_matches_the_same_stretch_of_the_whole(speech_video):
+    info = _info(speech_video)
+    whole, _ = extract_audio(speech_video, info)
+    part, notes = extract_audio(speech_video, info, Span(1.5, 3.5))
+    assert len(part) == pytest.approx(2.0 * SAMPLE_RATE, abs=2)
+    i = int(1.5 * SAMPLE_RATE)
+    assert np.corrcoef(part, whole[i:i + len(part)])[0, 1] > 0.95
+    assert notes == []
+
+
+@pytest.mark.parametrize("container", ["mp4", "ts"])
+def test_audio_that_starts_late_stays_aligned(tmp_path, container):
+    # MPEG-TS also starts its clock at 1.4 s, so this checks both offsets at once
+    path = synth.write_video(tmp_path / f"late.{container}", [synth.Scene(4.0, (200, 30, 30))],
+                             audio=synth.speech_clip("coffee"), audio_offset_s=1.0)
+    info = _info(path)
+    reference = synth.read_audio(synth.speech_clip("coffee"))
+    whole, _ = extract_audio(path, info)
+    assert np.abs(whole[: int(0.9 * SAMPLE_RATE)]).max() < 1e-3  # silence before the track starts
+    assert _lag_s(whole[: 3 * SAMPLE_RATE], reference) == pytest.approx(1.0, abs=0.005)
+    part, _ = extract_audio(path, info, Span(0.5, 2.5))
+    assert len(part) == pytest.approx(2.0 * SAMPLE_RATE, abs=2)
+    assert _lag_s(part, reference) == pytest.approx(0.5, abs=0.005)
+
+
+def test_audio_shorter_than_video_is_noted(tmp_path):
+    path = synth.write_video(tmp_path / "short.mp4", [synth.Scene(8.0, (0, 90, 0))], audio=synth.speech_clip("bread"))
+    samples, notes = extract_audio(path, _info(path))
+    assert len(samples) / SAMPLE_RATE == pytest.approx(4.85, abs=0.1)
+    assert any(n.startswith("audio ends at 4.") and n.endswith("of 8.0 s") for n in notes), notes
+
+
+@pytest.fixture(scope="module")
+def two_tracks(tmp_path_factory):
+    """Stream 1: 5.1 AAC at 440 Hz; stream 2: stereo 1000 Hz, marked default."""
+    path = tmp_path_factory.mktemp("tracks") / "two tracks.mkv"
+    synth.run_ffmpeg(["-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-f", "lavfi", "-i",
+                      "sine=frequency=440:sample_rate=48000", "-f", "lavfi", "-i",
+                      "sine=frequency=1000:sample_rate=48000", "-t", "2",
+                      "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "libx264", "-c:a", "aac",
+                      "-ac:a:0", "6", "-ac:a:1", "2", "-disposition:a:0", "0", "-disposition:a:1", "default",
+                      str(path)])
+    return path
+
+
+def test_default_audio_stream_is_chosen_among_several(two_tracks):
+    info = _info(two_tracks)
+    assert info.n_audio_streams == 2
+    samples, notes = extract_audio(two_tracks, info)
+    assert _dominant_hz(samples) == pytest.approx(1000, abs=10)
+    assert "2 audio streams; used stream #2 (default)" in notes
+
+
+def test_surround_stream_is_downmixed_to_mono(two_tracks):
+    samples, notes = extract_audio(two_tracks, _info(two_tracks), stream=1)
+    assert samples.ndim == 1 and len(samples) == pytest.approx(2 * SAMPLE_RATE, abs=SAMPLE_RATE // 20)
+    assert np.sqrt(np.mean(samples ** 2)) > 0.01
+    assert _dominant_hz(samples) == pytest.approx(440, abs=10)
+    assert "2 audio streams; used stream #1 (requested)" in notes
+
+
+def test_requesting_a_video_stream_is_refused(two_tracks):
+    with pytest.raises(MediaError, match="stream #0 is not an audio stream"):
+        extract_audio(two_tracks, _info(two_tracks), stream=0)
+
+
+def test_file_without_audio_is_refused(tmp_path):
+    path = synth.write_video(tmp_path / "mute.mp4", [synth.Scene(1.0, (0, 0, 200))])
+    with pytest.raises(MediaError) as err:
+        extract_audio(path, _info(path))
+    assert err.value.stage == STAGE_AUDIO and err.value.message == "no audio stream"
+
+
+def test_corrupt_file_carries_ffmpegs_own_words(tmp_path, speech_video):
+    info = _info(speech_video)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(os.urandom(50_000))
+    with pytest.raises(MediaError) as err:
+        extract_audio(garbage, info)
+    assert err.value.stage == STAGE_AUDIO
+    assert "Invalid data found when processing input" in err.value.message
+    assert "see stderr" not in err.value.message
+
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(speech_video.read_bytes()[:20_000])  # x264 mp4: the moov atom is at the end
+    with pytest.raises(MediaError, match="moov atom not found"):
+        extract_audio(truncated, info)
+
+
+def test_timeout_is_reported(speech_video):
+    with pytest.raises(MediaError, match=r"ffmpeg timed out after 0.001 s"):
+        extract_audio(speech_video, _info(speech_video), timeout_s=0.001)
+
+
+def test_hostile_file_name_is_only_a_name(tmp_path, monkeypatch, speech_video):
+    monkeypatch.chdir(tmp_path)
+    name = "-a b 'q' \"d\" $(touch pwned) `touch pwned2`; touch pwned3 |\nx.mp4"
+    path = tmp_path / name
+    path.write_bytes(speech_video.read_bytes())
+    before = set(os.listdir(tmp_path))
+    samples, _ = extract_audio(name, _info(path))  # relative, and starting with "-"
+    assert np.sqrt(np.mean(samples ** 2)) > 0.01
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_runs_inside_an_isolated_child(speech_video):
+    from vidan.media.isolate import run_isolated
+
+    info = _info(speech_video)
+    samples, notes = run_isolated("vidan.media.audio:extract_audio", {"path": str(speech_video), "info": info,
+                                  "span": Span(1.0, 2.0)}, stage=STAGE_AUDIO, timeout_s=60, memory_mb=1024)
+    direct, _ = extract_audio(speech_video, info, Span(1.0, 2.0))
+    assert np.array_equal(samples, direct) and notes == []

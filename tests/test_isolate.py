@@ -1,0 +1,155 @@
+"""One bad file fails alone: crashes, hangs and memory hogs in a child become MediaErrors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from vidan import synth
+from vidan.media.isolate import probe_isolated, run_isolated
+from vidan.records import STAGE_DECODE, STAGE_PROBE, MediaError, MediaInfo
+
+T = "isolate_targets:"  # tests/isolate_targets.py; the child sees the parent's sys.path
+
+
+def _fails(target: str, **kw) -> MediaError:
+    kwargs = kw.pop("kwargs", {})
+    with pytest.raises(MediaError) as err:
+        run_isolated(T + target, kwargs, stage=STAGE_DECODE, **{"timeout_s": 20.0, **kw})
+    return err.value
+
+
+def test_returns_the_value():
+    assert run_isolated(T + "echo", {"a": 1, "b": "x"}, stage=STAGE_DECODE, timeout_s=20) == {"a": 1, "b": "x"}
+
+
+def test_large_array_comes_back_intact():
+    value = run_isolated(T + "big_array", {"n_mb": 200, "seed": 3}, stage=STAGE_DECODE, timeout_s=60)
+    expected = np.random.default_rng(3).integers(0, 256, 200 * 1024 * 1024, dtype=np.uint8)
+    assert value.dtype == np.uint8 and np.array_equal(value, expected)
+
+
+def test_segfault_is_a_media_error_with_stderr():
+    err = _fails("crash")
+    assert err.stage == STAGE_DECODE
+    assert err.message.startswith("decoder process crashed (SIGSEGV)")
+    assert "about to dereference NULL" in err.message  # the child's last words
+
+
+def test_abort_is_a_media_error():
+    assert _fails("abort").message.startswith("decoder process crashed (SIGABRT)")
+
+
+def test_hang_is_cut_at_the_time_limit():
+    t0 = time.monotonic()
+    err = _fails("hang", timeout_s=2.0)
+    assert time.monotonic() - t0 < 3.5
+    assert err.message == "timed out after 2 s"
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    _fails("hang_with_grandchild", kwargs={"pid_file": str(pid_file)}, timeout_s=3.0)
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail("the decoder's own child outlived the timeout")
+
+
+def test_memory_limit():
+    t0 = time.monotonic()
+    err = _fails("eat_memory", kwargs={"total_mb": 8192}, memory_mb=512)
+    assert err.message.startswith("exceeded memory limit of 512 MiB")
+    assert time.monotonic() - t0 < 15
+
+
+def test_media_error_keeps_stage_and_message():
+    err = _fails("raise_media_error")
+    assert (err.stage, err.message) == (STAGE_DECODE, "moov atom not found")
+
+
+def test_other_exception_names_its_type():
+    err = _fails("raise_value_error", kwargs={"text": "bad frame size"})
+    assert err.stage == STAGE_DECODE and err.message.startswith("ValueError: bad frame size")
+
+
+def test_unpicklable_result_and_bad_exit_are_explained():
+    assert "could not send the result back" in _fails("unpicklable").message
+    assert _fails("exit_hard", kwargs={"code": 3}).message.startswith("decoder process exited with code 3")
+    assert _fails("no_such_function").message.startswith("AttributeError: module 'isolate_targets' has no attribute")
+
+
+def test_malformed_target_is_a_programming_error():
+    with pytest.raises(ValueError):
+        run_isolated("no_colon", {}, stage=STAGE_DECODE, timeout_s=5)
+
+
+def test_no_temporary_files_are_left(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    run_isolated(T + "echo", {"x": 1}, stage=STAGE_DECODE, timeout_s=20)
+    _fails("crash")
+    probe_isolated(["/x/ok", "/x/crash"], target=T + "flaky_probe", timeout_s=10)
+    assert os.listdir(tmp_path) == []
+
+
+# --- many probes, one child --------------------------------------------------------
+
+
+def test_probe_batch_survives_crash_hang_and_errors():
+    paths = ["/v/ok1", "/v/crash", "/v/ok2", "/v/bad", "/v/hang", "/v/oops", "/v/noisy", "/v/ok3"]
+    t0 = time.monotonic()
+    out = probe_isolated(paths, timeout_s=2.0, target=T + "flaky_probe")
+    assert time.monotonic() - t0 < 8
+    assert len(out) == len(paths)
+    ok = {p: r for p, r in zip(paths, out) if isinstance(r, MediaInfo)}
+    assert sorted(ok) == ["/v/noisy", "/v/ok1", "/v/ok2", "/v/ok3"]
+    assert all(r.path == p for p, r in ok.items())  # results stay in order
+    errors = {p: r for p, r in zip(paths, out) if isinstance(r, MediaError)}
+    assert all(e.stage == STAGE_PROBE for e in errors.values())
+    assert errors["/v/crash"].message.startswith("prober crashed (SIGSEGV)")
+    assert errors["/v/hang"].message == "timed out after 2 s"
+    assert errors["/v/bad"].message == "Invalid data found when processing input: bad"
+    assert errors["/v/oops"].message == "KeyError: 'oops'"
+
+
+def test_probe_batch_uses_one_child_until_it_dies():
+    pids = probe_isolated([f"/v/{i}" for i in range(50)], target=T + "pid_probe")
+    assert len(set(pids)) == 1 and pids[0] != os.getpid()
+    out = probe_isolated(["/v/a", "/v/kill", "/v/b"], target=T + "kill_self_probe")
+    assert out[0] == "a" and out[2] == "b"
+    assert out[1].message.startswith("prober crashed (SIGKILL)")
+
+
+def test_probe_batch_that_cannot_start_fails_every_path_once():
+    out = probe_isolated(["/v/a", "/v/b"], target="no_such_module_here:probe")
+    assert [type(r) for r in out] == [MediaError, MediaError]
+    assert "No module named 'no_such_module_here'" in out[0].message
+
+
+def test_real_probe_in_batch(tmp_path):
+    pytest.importorskip("vidan.media.probe")
+    video = synth.write_video(tmp_path / "v.mp4", [synth.Scene(1.0, (10, 200, 10))])
+    text = tmp_path / "t.mp4"
+    text.write_text("hello")
+    good, bad, missing = probe_isolated([str(video), str(text), str(tmp_path / "gone.mp4")])
+    assert isinstance(good, MediaInfo) and good.has_video
+    assert isinstance(bad, MediaError) and bad.stage == STAGE_PROBE
+    assert isinstance(missing, MediaError) and bad.message
+
+
+def test_import_that_needs_more_address_space_names_the_limit():
+    err = _fails("import_torch", memory_mb=1024)
+    assert err.message.startswith("exceeded memory limit of 1024 MiB (ImportError:")

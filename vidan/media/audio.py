@@ -1,0 +1,122 @@
+"""Audio samples for the speech and sound models: float32 mono 16 kHz, from ffmpeg.
+
+The command is built with ffmpeg-python and run by ``subprocess.run`` on the compiled
+argument list with a timeout (ffmpeg-python's own ``.run()`` has none, and a shell is
+never involved). Times follow the rest of vidan: seconds from the container's start.
+ffmpeg keeps the file's own timestamps (``-copyts``), seeks to
+``span.start_s`` past the container start, and ``aresample`` with ``first_pts`` pads with
+silence when the audio stream starts after the span does (and fills gaps inside it),
+so sample ``i`` is always at ``span.start_s + i / 16000``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Optional, Union
+
+import numpy as np
+
+from vidan.media.ffmpeg_bin import ffmpeg_exe
+from vidan.records import STAGE_AUDIO, MediaError, MediaInfo, Span
+
+SAMPLE_RATE = 16000
+# Audio that stops this much before the span ends is worth a note in the report.
+_SHORT_TOLERANCE_S = 0.5
+_MAX_ERROR_LINES = 8
+_MAX_ERROR_CHARS = 2000
+# aresample counts first_pts in its *input* rate, so resample to 16 kHz first and pad in
+# a second pass; min_hard_comp makes gaps of 10 ms and more become silence, not drift.
+_ALIGN = "aresample={rate},aresample=async=1:min_hard_comp=0.01:first_pts={first}"
+
+
+def extract_audio(path: Union[str, os.PathLike], info: MediaInfo, span: Optional[Span] = None, *,
+                  stream: Optional[int] = None, timeout_s: float = 600.0) -> tuple[np.ndarray, list[str]]:
+    """Samples of ``span`` (whole file when None) and notes about what was lost or chosen.
+
+    ``stream`` is an absolute stream index; by default the audio stream marked default,
+    else the first one. Raises ``MediaError(STAGE_AUDIO, ffmpeg's own words)``.
+    """
+    path = os.fspath(path)
+    index, notes = _choose_stream(path, info, stream)
+    start = max(0.0, span.start_s) if span is not None else 0.0
+    end = span.end_s if span is not None else info.duration_s
+    args = _command(path, info, index, start, end if span is not None else None)
+    try:
+        proc = subprocess.run(args, capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise MediaError(STAGE_AUDIO, f"ffmpeg timed out after {timeout_s:g} s") from None
+    except OSError as e:
+        raise MediaError(STAGE_AUDIO, f"could not run ffmpeg ({args[0]}): {e}") from e
+    errors = _stderr_lines(proc.stderr)
+    if proc.returncode != 0:
+        raise MediaError(STAGE_AUDIO, errors or f"ffmpeg exited with code {proc.returncode} and said nothing")
+    samples = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32, copy=False)
+    if errors:
+        # ffmpeg skips corrupt packets and carries on: the samples are usable but incomplete
+        notes.append(f"ffmpeg reported: {errors}")
+    got_end = start + len(samples) / SAMPLE_RATE
+    want_end = min(end, info.duration_s) if info.duration_s > 0 else end
+    if len(samples) == 0:
+        notes.append(f"no audio between {start:.1f} s and {want_end:.1f} s")
+    elif got_end < want_end - _SHORT_TOLERANCE_S:
+        notes.append(f"audio ends at {got_end:.1f} s of {want_end:.1f} s")
+    return samples, notes
+
+
+def _command(path: str, info: MediaInfo, index: int, start: float, end: Optional[float]) -> list[str]:
+    import ffmpeg
+
+    # Keep the file's own timestamps (-copyts): when only the audio stream is mapped,
+    # ffmpeg otherwise rebases time on that stream's first packet and a late-starting
+    # track slides to 0. first_pts then pins sample 0 to the span start (absolute time),
+    # padding with silence up to the first real sample.
+    t0 = info.start_time_s + start
+    input_kwargs: dict = {"copyts": None}
+    if start > 0:
+        input_kwargs["ss"] = f"{start:.6f}"  # ffmpeg counts -ss from the container start, as vidan does
+    if end is not None:
+        input_kwargs["t"] = f"{max(0.0, end - start):.6f}"
+    # "file:" keeps a name such as "-x.mp4" or "concat:a|b" from being read as an option or protocol
+    source = "file:" + os.path.abspath(path)
+    out = ffmpeg.input(source, **input_kwargs).output(
+        "pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE, map=f"0:{index}",
+        af=_ALIGN.format(rate=SAMPLE_RATE, first=round(t0 * SAMPLE_RATE)), vn=None, sn=None, dn=None)
+    return ffmpeg.compile(out.global_args("-nostdin", "-hide_banner", "-loglevel", "error"), cmd=ffmpeg_exe())
+
+
+def _choose_stream(path: str, info: MediaInfo, stream: Optional[int]) -> tuple[int, list[str]]:
+    audio = [s for s in info.streams if s.kind == "audio"]
+    if not audio:
+        raise MediaError(STAGE_AUDIO, "no audio stream")
+    if stream is not None:
+        if not any(s.index == stream for s in audio):
+            raise MediaError(STAGE_AUDIO, f"stream #{stream} is not an audio stream; audio streams: "
+                             + ", ".join(f"#{s.index}" for s in audio))
+        return stream, ([f"{len(audio)} audio streams; used stream #{stream} (requested)"] if len(audio) > 1 else [])
+    if len(audio) == 1:
+        return audio[0].index, []
+    default = _default_audio_stream(path)
+    if default is not None and any(s.index == default for s in audio):
+        return default, [f"{len(audio)} audio streams; used stream #{default} (default)"]
+    return audio[0].index, [f"{len(audio)} audio streams; used stream #{audio[0].index} (first)"]
+
+
+def _default_audio_stream(path: str) -> Optional[int]:
+    """Index of the audio stream with the default disposition; PyAV reads the header only."""
+    import av
+
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            for s in container.streams.audio:
+                if s.disposition & av.stream.Disposition.default:
+                    return s.index
+    except (av.FFmpegError, OSError) as e:
+        raise MediaError(STAGE_AUDIO, f"could not read the audio streams: {e}") from e
+    return None
+
+
+def _stderr_lines(stderr: bytes) -> str:
+    lines = [ln.strip() for ln in stderr.decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    text = " | ".join(lines[-_MAX_ERROR_LINES:])
+    return text[-_MAX_ERROR_CHARS:]

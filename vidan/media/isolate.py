@@ -1,0 +1,396 @@
+"""Run native decoding in a child process, so one bad file fails alone.
+
+Decoders written in C can segfault, abort, hang or allocate without bound. Whatever
+they do inside a child started here, the caller gets a ``MediaError`` that says what
+happened (``decoder process crashed (SIGSEGV)``, ``timed out after 30 s``,
+``exceeded memory limit of 4096 MiB``) and the worker process lives on.
+
+Two entry points:
+
+* ``run_isolated(target, kwargs, ...)``: one call in one fresh child. The request and
+  the result travel as pickle files in a private temporary folder (protocol 5, so
+  results of a few hundred MB cost one write and one read, not a pipe dance).
+* ``probe_isolated(paths, ...)``: one long-lived child probes many files one after
+  another and streams each result back over a private pipe; when it dies or hangs on
+  file k, file k gets a ``MediaError`` and a fresh child carries on with k + 1.
+
+Memory limit: the child sets ``RLIMIT_AS`` (address space) to ``memory_mb``. The
+kernel enforces it at the allocation itself, so even a decoder that asks for 50 GB in
+one call is stopped before the machine swaps; a watchdog that polls RSS would notice
+too late. numpy, PyAV and decord import fine under 512 MiB. torch reserves about
+3.4 GiB of address space when imported, so targets that import torch need
+``memory_mb=None`` or at least 4096. ``MALLOC_ARENA_MAX=2`` is set in limited
+children because glibc reserves 64 MiB of address space per thread arena, which a
+multi-threaded decoder would otherwise burn through without using it.
+
+Nothing here goes through a shell: children are started with argument lists.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import resource
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from vidan.records import STAGE_PROBE, MediaError, MediaInfo, VidanError
+
+STDERR_TAIL_BYTES = 4096
+_MAX_TAIL_LINES = 12
+_PROBE_TARGET = "vidan.media.probe:probe"
+# How long a fresh prober may take to import its libraries before the first file.
+_STARTUP_GRACE_S = 60.0
+# Exit code a child uses when it could not even report its own failure.
+_EXIT_NO_REPORT = 86
+
+_LEN = struct.Struct("<Q")
+
+
+# --- parent side: one call ---------------------------------------------------------
+
+
+def run_isolated(target: str, kwargs: dict, *, stage: str, timeout_s: float,
+                 memory_mb: Optional[int] = None) -> Any:
+    """Call ``target(**kwargs)`` ("package.module:function") in a fresh child process.
+
+    Returns what the function returned (it must be picklable). Raises
+    ``MediaError(stage, ...)`` when the function raised, the child crashed, ran past
+    ``timeout_s`` (child start-up included) or past ``memory_mb`` MiB of address space.
+    A ``VidanError`` raised by the function keeps its stage and message.
+    """
+    _split_target(target)  # fail fast in the caller on a malformed target
+    workdir = tempfile.mkdtemp(prefix="vidan-isolate-")
+    try:
+        request = os.path.join(workdir, "request.pkl")
+        result = os.path.join(workdir, "result.pkl")
+        stderr_path = os.path.join(workdir, "stderr.txt")
+        with open(request, "wb") as f:
+            pickle.dump({"target": target, "kwargs": kwargs, "memory_mb": memory_mb, "sys_path": list(sys.path)},
+                        f, protocol=5)
+        with open(stderr_path, "wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "vidan.media.isolate", "call", request, result],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=_child_env(memory_mb),
+                start_new_session=True)  # own process group: a timeout kills decoder grandchildren too
+            try:
+                rc = proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                raise MediaError(stage, _with_tail(f"timed out after {timeout_s:g} s", _tail(stderr_path))) from None
+            finally:
+                # Also on success (stray grandchildren, such as an ffmpeg the target started)
+                # and on Ctrl-C, which never reaches a child in its own session.
+                _kill_group(proc)
+                if proc.returncode is None:
+                    proc.wait()
+        tail = _tail(stderr_path)
+        if rc == 0 and os.path.exists(result):
+            with open(result, "rb") as f:
+                outcome = pickle.load(f)
+            if outcome["ok"]:
+                return outcome["value"]
+            raise _error_from_child(stage, outcome, memory_mb, tail)
+        raise MediaError(stage, _death_message("decoder process", rc, memory_mb, tail))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _error_from_child(stage: str, outcome: dict, memory_mb: Optional[int], tail: str) -> MediaError:
+    if outcome.get("stage") is not None:  # a VidanError: its own words are the message
+        return MediaError(outcome["stage"], outcome["message"])
+    described = f"{outcome['type']}: {outcome['message']}"
+    if memory_mb is not None and (outcome["type"] == "MemoryError" or any(m in described for m in _ALLOC_MARKERS)):
+        # e.g. "libtorch_cpu.so: failed to map segment": an import that needs more address space
+        return MediaError(stage, _with_tail(f"exceeded memory limit of {memory_mb} MiB ({described})", tail))
+    return MediaError(stage, _with_tail(described, tail))
+
+
+# --- parent side: many probes in one child -----------------------------------------
+
+
+def probe_isolated(paths: list[str], *, timeout_s: float = 30.0, memory_mb: Optional[int] = 2048,
+                   target: str = _PROBE_TARGET) -> list[Union[MediaInfo, MediaError]]:
+    """Probe ``paths`` in one long-lived child; one result per path, in order.
+
+    ``timeout_s`` applies to each file. A crash or hang on one file costs that file
+    (``prober crashed (SIGSEGV)`` / ``timed out after 30 s``) and a child restart.
+    ``target`` is the probe function, ``vidan.media.probe:probe`` unless a test swaps it.
+    """
+    results: list[Union[MediaInfo, MediaError, None]] = [None] * len(paths)
+    k = 0
+    while k < len(paths):
+        k = _probe_run(paths, k, results, timeout_s=timeout_s, memory_mb=memory_mb, target=target)
+    return results  # type: ignore[return-value]
+
+
+def _probe_run(paths: list[str], start: int, results: list, *, timeout_s: float, memory_mb: Optional[int],
+               target: str) -> int:
+    """Start one prober on ``paths[start:]``; fill ``results``; return the next index to do."""
+    workdir = tempfile.mkdtemp(prefix="vidan-probe-")
+    try:
+        request = os.path.join(workdir, "request.pkl")
+        stderr_path = os.path.join(workdir, "stderr.txt")
+        with open(request, "wb") as f:
+            pickle.dump({"target": target, "paths": paths[start:], "memory_mb": memory_mb,
+                         "sys_path": list(sys.path)}, f, protocol=5)
+        read_fd, write_fd = os.pipe()
+        try:
+            with open(stderr_path, "wb") as err:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "vidan.media.isolate", "probe", request, str(write_fd)],
+                    stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=_child_env(memory_mb),
+                    pass_fds=(write_fd,), start_new_session=True)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)  # the child holds the only write end: EOF means it is gone
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            return _collect(proc, pipe, paths, start, results, timeout_s, memory_mb, stderr_path)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _collect(proc: subprocess.Popen, pipe, paths: list[str], start: int, results: list, timeout_s: float,
+             memory_mb: Optional[int], stderr_path: str) -> int:
+    reader = _RecordReader(pipe)
+    ready = False
+    k = start
+    try:
+        while k < len(paths):
+            deadline = time.monotonic() + (timeout_s if ready else max(timeout_s, _STARTUP_GRACE_S))
+            record = reader.read(deadline)
+            if record is _TIMEOUT:
+                _kill_group(proc)
+                proc.wait()
+                if not ready:
+                    return _fail_rest(paths, k, results, "prober did not start within "
+                                      f"{max(timeout_s, _STARTUP_GRACE_S):g} s", stderr_path)
+                results[k] = MediaError(STAGE_PROBE, _with_tail(f"timed out after {timeout_s:g} s",
+                                                                _tail(stderr_path)))
+                return k + 1
+            if record is _EOF:
+                _kill_group(proc)
+                rc = proc.wait()
+                if not ready:  # the environment is broken, not one file: do not spin on restarts
+                    return _fail_rest(paths, k, results, _death_message("prober", rc, memory_mb, ""), stderr_path)
+                results[k] = MediaError(STAGE_PROBE, _death_message("prober", rc, memory_mb, _tail(stderr_path)))
+                return k + 1
+            if record[0] == "ready":
+                ready = True
+                continue
+            _, value = record
+            results[k] = value
+            k += 1
+        return k  # every path answered: the child has nothing left worth waiting for
+    finally:
+        _kill_group(proc)
+        if proc.returncode is None:
+            proc.wait()
+
+
+def _fail_rest(paths: list[str], k: int, results: list, what: str, stderr_path: str) -> int:
+    error = MediaError(STAGE_PROBE, _with_tail(what, _tail(stderr_path)))
+    for i in range(k, len(paths)):
+        results[i] = error
+    return len(paths)
+
+
+_TIMEOUT = object()
+_EOF = object()
+
+
+class _RecordReader:
+    """Length-prefixed pickles from a pipe, with a deadline per record."""
+
+    def __init__(self, pipe):
+        self._pipe = pipe
+        self._buf = bytearray()
+
+    def _fill(self, n: int, deadline: float) -> object:
+        while len(self._buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return _TIMEOUT
+            readable, _, _ = select.select([self._pipe], [], [], left)
+            if not readable:
+                return _TIMEOUT
+            chunk = self._pipe.read(1 << 20)
+            if not chunk:
+                return _EOF
+            self._buf += chunk
+        return None
+
+    def read(self, deadline: float) -> Any:
+        status = self._fill(_LEN.size, deadline)
+        if status is not None:
+            return status
+        (size,) = _LEN.unpack_from(self._buf)
+        status = self._fill(_LEN.size + size, deadline)
+        if status is not None:
+            return status
+        payload = bytes(self._buf[_LEN.size:_LEN.size + size])
+        del self._buf[:_LEN.size + size]
+        return pickle.loads(payload)
+
+
+# --- shared parent helpers ---------------------------------------------------------
+
+
+def _child_env(memory_mb: Optional[int]) -> dict[str, str]:
+    env = dict(os.environ)
+    # vidan itself must be importable in the child even when it is not installed
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    if memory_mb is not None:
+        env.setdefault("MALLOC_ARENA_MAX", "2")
+    return env
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is already empty
+
+
+def _tail(stderr_path: str) -> str:
+    """The last meaningful lines of what the child wrote, at most ``STDERR_TAIL_BYTES``."""
+    try:
+        with open(stderr_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - STDERR_TAIL_BYTES))
+            data = f.read()
+    except OSError as e:
+        return f"(stderr unreadable: {e})"
+    lines = [ln.strip() for ln in data.decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    return " | ".join(lines[-_MAX_TAIL_LINES:])
+
+
+def _with_tail(message: str, tail: str) -> str:
+    return f"{message}: {tail}" if tail else message
+
+
+_ALLOC_MARKERS = ("bad_alloc", "MemoryError", "Cannot allocate memory", "out of memory", "failed to map")
+
+
+def _death_message(who: str, rc: int, memory_mb: Optional[int], tail: str) -> str:
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        message = f"{who} crashed ({name})"
+    elif rc == 0:
+        message = f"{who} exited without a result"
+    else:
+        message = f"{who} exited with code {rc}"
+    # A native decoder that hits the address-space limit usually aborts on a failed
+    # allocation rather than raising: name the limit so the report says why.
+    if memory_mb is not None and any(m in tail for m in _ALLOC_MARKERS):
+        message = f"exceeded memory limit of {memory_mb} MiB ({message})"
+    return _with_tail(message, tail)
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    module, sep, func = target.partition(":")
+    if not sep or not module or not func:
+        raise ValueError(f"target must be 'package.module:function', not {target!r}")
+    return module, func
+
+
+# --- child side --------------------------------------------------------------------
+
+
+def _child_setup(request: dict) -> Any:
+    memory_mb = request.get("memory_mb")
+    if memory_mb is not None:
+        limit = int(memory_mb) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    for entry in reversed(request.get("sys_path", [])):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    module, func = _split_target(request["target"])
+    return getattr(importlib.import_module(module), func)
+
+
+def _describe(exc: BaseException) -> dict:
+    if isinstance(exc, VidanError):
+        return {"ok": False, "type": type(exc).__name__, "stage": exc.stage, "message": exc.message}
+    return {"ok": False, "type": type(exc).__name__, "stage": None, "message": str(exc)}
+
+
+def _child_call(request_path: str, result_path: str) -> int:
+    with open(request_path, "rb") as f:
+        request = pickle.load(f)
+    try:
+        fn = _child_setup(request)
+        outcome = {"ok": True, "value": fn(**request["kwargs"])}
+    except Exception as exc:
+        outcome = _describe(exc)
+    partial = result_path + ".part"
+    try:
+        with open(partial, "wb") as f:
+            pickle.dump(outcome, f, protocol=5)
+    except Exception as exc:  # e.g. an unpicklable return value, or no memory left to write it
+        outcome = _describe(exc)
+        outcome["message"] = f"could not send the result back: {outcome['message']}"
+        with open(partial, "wb") as f:
+            pickle.dump(outcome, f, protocol=5)
+    os.replace(partial, result_path)  # the parent never reads half a result
+    return 0
+
+
+def _send(fd: int, record: Any) -> None:
+    payload = pickle.dumps(record, protocol=5)
+    data = _LEN.pack(len(payload)) + payload
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _child_probe(request_path: str, fd: int) -> int:
+    with open(request_path, "rb") as f:
+        request = pickle.load(f)
+    probe = _child_setup(request)
+    memory_mb = request.get("memory_mb")
+    _send(fd, ("ready",))
+    for path in request["paths"]:
+        try:
+            value: Any = probe(path)
+        except VidanError as exc:
+            value = MediaError(exc.stage, exc.message)
+        except MemoryError:
+            value = MediaError(STAGE_PROBE, f"exceeded memory limit of {memory_mb} MiB (MemoryError)")
+        except Exception as exc:
+            value = MediaError(STAGE_PROBE, f"{type(exc).__name__}: {exc}")
+        _send(fd, ("result", value))
+    return 0
+
+
+def _main(argv: list[str]) -> int:
+    try:
+        if len(argv) == 3 and argv[0] == "call":
+            return _child_call(argv[1], argv[2])
+        if len(argv) == 3 and argv[0] == "probe":
+            return _child_probe(argv[1], int(argv[2]))
+    except Exception:
+        # Without a result file the parent reads this traceback as the stderr tail.
+        traceback.print_exc()
+        return _EXIT_NO_REPORT
+    print("usage: python -m vidan.media.isolate call REQUEST RESULT | probe REQUEST FD", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
