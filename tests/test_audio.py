@@ -82,10 +82,22 @@ def test_audio_that_starts_late_stays_aligned(tmp_path, container):
     assert _lag_s(part, reference) == pytest.approx(0.5, abs=0.005)
 
 
-def test_audio_shorter_than_video_is_noted(tmp_path):
+def test_audio_track_shorter_than_video_is_not_a_loss(tmp_path):
     path = synth.write_video(tmp_path / "short.mp4", [synth.Scene(8.0, (0, 90, 0))], audio=synth.speech_clip("bread"))
-    samples, notes = extract_audio(path, _info(path))
+    info = _info(path)
+    samples, notes = extract_audio(path, info)
     assert len(samples) / SAMPLE_RATE == pytest.approx(4.85, abs=0.1)
+    assert info.audio_end_s == pytest.approx(4.85, abs=0.1)
+    assert not any("ends at" in n for n in notes), notes
+
+
+def test_audio_cut_short_of_its_own_index_is_noted(tmp_path):
+    path = synth.write_video(tmp_path / "short.mp4", [synth.Scene(8.0, (0, 90, 0))], audio=synth.speech_clip("bread"))
+    info = _info(path)
+    from dataclasses import replace
+
+    # the index promises 8 s of audio; the data holds 4.85 s, as in a file cut short
+    samples, notes = extract_audio(path, replace(info, audio_end_s=8.0))
     assert any(n.startswith("audio ends at 4.") and n.endswith("of 8.0 s") for n in notes), notes
 
 

@@ -101,8 +101,9 @@ def _print_problems(out) -> None:
     v = load_report(out, columns={"videos": ["path", "status", "error_stage", "error_message"],
                                   "segments": ["video_id"], "skipped": ["path"]}).videos
     for r in v[v.status != "ok"].itertuples():
-        msg = (r.error_message or "").splitlines()[0] if r.error_message else ""
-        print(f"  {r.status:8} {r.path}: {r.error_stage or ''} {msg}".rstrip(), file=sys.stderr)
+        msg = r.error_message.splitlines()[0] if isinstance(r.error_message, str) and r.error_message else ""
+        stage = r.error_stage if isinstance(r.error_stage, str) else ""
+        print(f"  {r.status:8} {r.path}: {stage} {msg}".rstrip(), file=sys.stderr)
 
 
 def _search(args) -> int:

@@ -75,6 +75,11 @@ class MediaInfo:
     audio_codec: Optional[str] = None
     audio_channels: Optional[int] = None
     audio_sample_rate: Optional[int] = None
+    # Where each stream's index says it ends (seconds on the same clock), when it says.
+    # A stream shorter than the file is normal (audio ending early); one that decodes
+    # shorter than its own index promised has lost data.
+    video_end_s: Optional[float] = None
+    audio_end_s: Optional[float] = None
 
     @property
     def has_video(self) -> bool:
@@ -154,6 +159,7 @@ class FramePart:
     frames_sampled: int
     frames_expected: Optional[int] = None
     notes: list[str] = field(default_factory=list)  # losses worth reporting (partial)
+    fallback: Optional[str] = None  # why the preferred frame backend was not used
 
 
 @dataclass

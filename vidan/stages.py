@@ -78,7 +78,7 @@ class VisualStage:
             span=job.span, times_s=np.asarray(decoded.times_s, np.float64), probs=probs, cuts=cuts,
             backend=decoded.backend, frames_decoded=decoded.frames_decoded,
             frames_sampled=len(decoded.times_s), frames_expected=decoded.frames_expected,
-            notes=list(decoded.notes),
+            notes=list(decoded.notes), fallback=decoded.fallback,
         )
 
 

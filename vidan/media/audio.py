@@ -56,10 +56,13 @@ def extract_audio(path: Union[str, os.PathLike], info: MediaInfo, span: Optional
         # ffmpeg skips corrupt packets and carries on: the samples are usable but incomplete
         notes.append(f"ffmpeg reported: {errors}")
     got_end = start + len(samples) / SAMPLE_RATE
-    want_end = min(end, info.duration_s) if info.duration_s > 0 else end
-    if len(samples) == 0:
-        notes.append(f"no audio between {start:.1f} s and {want_end:.1f} s")
-    elif got_end < want_end - _SHORT_TOLERANCE_S:
+    # Only the audio stream's own end, from its header, says what the file should hold:
+    # a track shorter than the video is how many files are made, not a loss. Containers
+    # without per-stream durations (Matroska) leave a cut-short track to the video check.
+    want_end = min(end, info.audio_end_s) if info.audio_end_s else None
+    if len(samples) == 0 and (info.audio_end_s is None or start < info.audio_end_s - _SHORT_TOLERANCE_S):
+        notes.append(f"no audio between {start:.1f} s and {min(end, info.duration_s):.1f} s")
+    elif want_end is not None and got_end < want_end - _SHORT_TOLERANCE_S:
         notes.append(f"audio ends at {got_end:.1f} s of {want_end:.1f} s")
     return samples, notes
 

@@ -1,0 +1,331 @@
+"""decode_part(): the right frames, at their true times, upright, from either backend."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vidan import synth
+from vidan.config import FrameConfig
+from vidan.media import frames as frames_mod
+from vidan.media.frames import BACKENDS, decode_part, model_size, upright
+from vidan.media.probe import probe
+from vidan.records import STAGE_DECODE, MediaError, MediaInfo, Span, StreamInfo
+
+BOTH = ["decord", "pyav"]
+
+# Irregular frame times: bursts, gaps of almost a second, and a regular run.
+VFR_TIMES = [0.0, 0.033, 0.5, 0.52, 0.54, 1.3, 1.31, 2.0, 2.04, 2.08, 2.9, 3.0, 3.05, 3.7, 4.6, 4.61, 4.7, 5.5]
+VFR_TIMES += [round(5.6 + 0.04 * i, 3) for i in range(25)]  # 5.6 .. 6.56 at 25 fps
+
+
+def displayed(times, span, fps, offset):
+    """Reference: for each target, the last frame in the span at or before it (else the first)."""
+    inside = [t for t in times if span.start_s <= t < span.end_s]
+    picks = []
+    k = 0
+    while span.start_s + (k + offset) / fps < span.end_s:
+        target = span.start_s + (k + offset) / fps
+        shown = [t for t in inside if t <= target]
+        pick = shown[-1] if shown else inside[0]
+        if not picks or picks[-1] != pick:
+            picks.append(pick)
+        k += 1
+    return picks
+
+
+def timecode_video_with_keyframes(path, times, gop: int):
+    """``synth.write_timecode_video`` with a keyframe every ``gop`` frames, so spans seek."""
+    import av
+
+    tb = Fraction(1, 1000)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height = 320, 240
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = stream.codec_context.time_base = tb
+        stream.codec_context.gop_size = gop
+        for t in times:
+            frame = av.VideoFrame.from_ndarray(synth.timecode_image(round(t * 1000)), format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), tb
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module", params=["one_gop", "gop4"])
+def vfr(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp("vfr")
+    if request.param == "one_gop":
+        return synth.write_timecode_video(d / "vfr.mp4", VFR_TIMES)
+    return timecode_video_with_keyframes(d / "vfr_gop4.mp4", VFR_TIMES, gop=4)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """4 s at 25 fps, keyframe every second, index at the front."""
+    d = tmp_path_factory.mktemp("clip")
+    return synth.lavfi(d / "clip.mp4", "testsrc=size=320x240:rate=25", 4.0, "-c:v", "libx264", "-g", "25",
+                       "-movflags", "+faststart")
+
+
+def cfg(**kw) -> FrameConfig:
+    return FrameConfig(**{"fallback": False, **kw})
+
+
+@pytest.mark.parametrize("backend", BOTH)
+@pytest.mark.parametrize("span", [Span(0.0, 6.6), Span(2.02, 4.65)], ids=["whole", "middle"])
+def test_vfr_frames_are_the_ones_displayed_at_each_time(vfr, backend, span):
+    info = probe(vfr)
+    scans = []
+    out = decode_part(vfr, info, span, cfg(backend=backend, sample_fps=4.0, scan_fps=8.0),
+                      on_scan=lambda t, img: scans.append((t, img)))
+    assert out.backend == backend and out.notes == []
+    want = displayed(VFR_TIMES, span, 4.0, 0.5)
+    np.testing.assert_allclose(out.times_s, want, atol=1e-6)
+    # the picture really is that frame, not a neighbour
+    assert [synth.read_timecode(img) for img in out.images] == [round(t * 1000) for t in out.times_s]
+    assert out.frames_decoded == sum(span.start_s <= t < span.end_s for t in VFR_TIMES)
+    # the shot scanner sees the frame displayed at every 1/8 s step, in order
+    np.testing.assert_allclose([t for t, _ in scans], displayed(VFR_TIMES, span, 8.0, 0.0), atol=1e-6)
+    assert [synth.read_timecode(img) for _, img in scans] == [round(t * 1000) for t, _ in scans]
+    assert all(img.shape == (72, 96, 3) and img.dtype == np.uint8 for _, img in scans)
+
+
+def test_backends_agree_on_times_and_pictures(clip):
+    info = probe(clip)
+    a = decode_part(clip, info, Span(1.3, 3.9), cfg(backend="decord"))
+    b = decode_part(clip, info, Span(1.3, 3.9), cfg(backend="pyav"))
+    np.testing.assert_array_equal(a.times_s, b.times_s)
+    np.testing.assert_allclose(a.times_s, [1.8, 2.8, 3.8], atol=1e-9)  # the frames shown at 1.8, 2.8, 3.8 s
+    assert a.images.shape == b.images.shape == (3, 224, 299, 3)
+    assert np.abs(a.images.astype(int) - b.images.astype(int)).mean() < 12
+    assert a.frames_decoded == b.frames_decoded == a.frames_expected == 65
+
+
+def _orientation_probe_image() -> np.ndarray:
+    """Black picture with a white block top left and a grey block bottom left."""
+    img = np.zeros((240, 320, 3), np.uint8)
+    img[:80, :100] = 255
+    img[160:, :100] = 128
+    return img
+
+
+def _ffmpeg_upright(path) -> np.ndarray:
+    """How ffmpeg itself shows the first frame (it applies the display matrix)."""
+    import subprocess
+
+    from vidan.media.ffmpeg_bin import ffmpeg_exe
+
+    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-frames:v", "1", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8)
+
+
+@pytest.mark.parametrize("backend", BOTH)
+@pytest.mark.parametrize("ccw", [90, -90, 180])
+def test_rotated_video_comes_out_upright(tmp_path, backend, ccw):
+    plain = synth.write_video(tmp_path / "plain.mp4", [synth.Scene(1.0, _orientation_probe_image(), pan=False)],
+                              fps=10)
+    rotated = tmp_path / "phone.mp4"
+    synth.run_ffmpeg(["-display_rotation", str(ccw), "-i", plain, "-c", "copy", rotated])
+    info = probe(rotated)
+    out = decode_part(rotated, info, Span(0, 1.0), cfg(backend=backend))
+    img = out.images[0]
+    tall = ccw in (90, -90)
+    assert img.shape == ((299, 224, 3) if tall else (224, 299, 3))
+    # ground truth: ffmpeg's own upright picture, resized to ours
+    raw = _ffmpeg_upright(rotated)
+    h, w = (320, 240) if tall else (240, 320)
+    ref = np.asarray(Image.fromarray(raw.reshape(h, w, 3)).resize((img.shape[1], img.shape[0])))
+    assert np.abs(ref.astype(int) - img.astype(int)).mean() < 8
+    # and plainly: the white block is where a viewer sees it
+    bright = np.argwhere(img.mean(axis=-1) > 200).mean(axis=0) / img.shape[:2]
+    expected = {90: (0.8, 0.2), -90: (0.2, 0.8), 180: (0.8, 0.8)}[ccw]  # (row, col) fractions
+    assert np.allclose(bright, expected, atol=0.15)
+
+
+def test_av1_falls_back_to_pyav_with_a_note(tmp_path):
+    path = synth.lavfi(tmp_path / "av1.mkv", "testsrc=size=320x240:rate=25", 1.0, "-c:v", "libsvtav1",
+                       "-preset", "12")
+    info = probe(path)
+    out = decode_part(path, info, Span(0, 1.0), FrameConfig(backend="decord"))
+    assert out.backend == "pyav" and len(out.times_s) == 1
+    assert out.fallback.startswith("decord failed (") and out.fallback.endswith("used pyav")
+    with pytest.raises(MediaError) as err:
+        decode_part(path, info, Span(0, 1.0), FrameConfig(backend="decord", fallback=False))
+    assert err.value.stage == STAGE_DECODE and err.value.message.startswith("decord: ")
+
+
+def test_avi_with_garbage_decord_timestamps_uses_pyav(tmp_path):
+    path = synth.lavfi(tmp_path / "old.avi", "testsrc=size=320x240:rate=25", 2.0, "-c:v", "mpeg4", "-bf", "2",
+                       "-vtag", "DX50")
+    info = probe(path)
+    out = decode_part(path, info, Span(0, 2.0), FrameConfig(backend="decord"))
+    ref = decode_part(path, info, Span(0, 2.0), cfg(backend="pyav"))
+    assert out.backend == "pyav" and "timestamps" in out.fallback and out.notes == []
+    np.testing.assert_array_equal(out.times_s, ref.times_s)
+
+
+def test_fallback_carries_on_where_the_first_backend_died(clip, monkeypatch):
+    info = probe(clip)
+    span = Span(0.5, 3.5)
+    full_scans = []
+    ref = decode_part(clip, info, span, cfg(backend="pyav"), on_scan=lambda t, _: full_scans.append(t))
+
+    class DiesHalfway:
+        name = "decord"
+
+        def iter_frames(self, path, info, span, size, notes):
+            for i, frame in enumerate(BACKENDS["pyav"].iter_frames(path, info, span, size, notes)):
+                if i == 40:
+                    raise RuntimeError("decoder crashed")
+                yield frame
+
+    monkeypatch.setitem(BACKENDS, "decord", DiesHalfway())
+    scans = []
+    out = decode_part(clip, info, span, FrameConfig(backend="decord"), on_scan=lambda t, _: scans.append(t))
+    assert out.backend == "pyav"
+    assert out.fallback == "decord failed (RuntimeError: decoder crashed), used pyav" and out.notes == []
+    np.testing.assert_array_equal(out.times_s, ref.times_s)
+    np.testing.assert_array_equal(out.images, ref.images)
+    assert scans == full_scans  # no repeats, no holes, still in order
+    assert out.frames_decoded == ref.frames_decoded == 75
+
+
+def test_both_backends_failing_names_both_causes(tmp_path):
+    path = tmp_path / "junk.mp4"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    info = MediaInfo(str(path), 50_000, "mov,mp4,m4a,3gp,3g2,mj2", 5.0, 0.0, (StreamInfo(0, "video", "h264"),),
+                     video_codec="h264", width=320, height=240, frame_rate="25/1")
+    with pytest.raises(MediaError) as err:
+        decode_part(path, info, Span(0, 5.0), FrameConfig())
+    msg = err.value.message
+    assert err.value.stage == STAGE_DECODE
+    assert "decord: " in msg and "pyav: " in msg and "Invalid data found" in msg
+
+
+def test_no_video_stream_is_a_decode_error(tmp_path):
+    path = synth.lavfi(tmp_path / "a.wav", "sine", 0.5)
+    with pytest.raises(MediaError, match="no video stream"):
+        decode_part(path, probe(path), Span(0, 0.5), FrameConfig())
+
+
+@pytest.mark.parametrize("backend", BOTH)
+def test_4k_is_scaled_in_the_decoder(tmp_path, backend):
+    path = synth.lavfi(tmp_path / "uhd.mp4", "testsrc2=size=3840x2160:rate=10", 1.0, "-c:v", "libx264",
+                       "-preset", "ultrafast")
+    info = probe(path)
+    out = decode_part(path, info, Span(0, 1.0), cfg(backend=backend, max_decode_side=1280))
+    assert out.backend == backend
+    assert out.images.shape == (1, 224, 398, 3) and out.images.dtype == np.uint8
+    assert out.images.std() > 20  # a real picture, not a blank
+
+
+@pytest.mark.parametrize("backend", BOTH)
+def test_truncated_file_decodes_what_exists_and_says_so(tmp_path, clip, backend):
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])  # the index at the front still claims 4 s
+    info = probe(cut)
+    assert info.duration_s == pytest.approx(4.0)
+    out = decode_part(cut, info, Span(0, 4.0), FrameConfig(backend=backend))
+    assert 0 < len(out.times_s) and out.times_s.max() < 3.0
+    assert 0 < out.frames_decoded < out.frames_expected == 100
+    ends = [n for n in out.notes if n.startswith("video stream ends at ")]
+    assert ends and ends[0].endswith("s of 4.0 s")
+    late = decode_part(cut, info, Span(3.2, 4.0), FrameConfig(backend=backend))
+    assert len(late.times_s) == 0 and late.images.shape == (0, 224, 299, 3)
+    assert any(n.startswith("video stream ends at ") for n in late.notes)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".ts"])
+def test_garbage_in_the_middle_is_skipped(tmp_path, suffix):
+    src = synth.lavfi(tmp_path / f"src{suffix}", "testsrc=size=320x240:rate=25", 4.0, "-c:v", "libx264", "-g", "25")
+    data = bytearray(src.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 6000] = np.random.default_rng(1).integers(0, 256, 6000, dtype=np.uint8).tobytes()
+    bad = tmp_path / f"bad{suffix}"
+    bad.write_bytes(bytes(data))
+    info = probe(bad)
+    for backend in BOTH:
+        out = decode_part(bad, info, Span(0, 4.0), FrameConfig(backend=backend))
+        assert out.times_s.max() > 3.4  # decoding went on past the damage
+        assert out.frames_decoded < 100
+        assert out.notes, f"{backend}: loss not reported"
+        if out.backend == "pyav" and suffix == ".mp4":
+            assert any("corrupt packets skipped" in n for n in out.notes)
+
+
+@pytest.mark.parametrize("backend", BOTH)
+def test_clip_shorter_than_a_sampling_interval_gives_one_frame(tmp_path, backend):
+    path = synth.write_timecode_video(tmp_path / "blink.mp4", [0.0, 0.1, 0.2])
+    out = decode_part(path, probe(path), Span(0, 0.3), cfg(backend=backend))
+    assert out.times_s.tolist() == [0.0] and synth.read_timecode(out.images[0]) == 0
+
+
+def test_stream_without_timestamps_is_timed_by_its_rate(tmp_path):
+    path = synth.lavfi(tmp_path / "raw.h264", "testsrc=size=320x240:rate=25", 2.0, "-c:v", "libx264", "-f", "h264")
+    info = probe(path)
+    out = decode_part(path, info, Span(0.0, 2.0), FrameConfig(backend="decord"))
+    assert out.backend == "pyav"
+    assert "no presentation timestamps; times from decode order at the stream rate" in out.notes
+    np.testing.assert_allclose(out.times_s, [0.48, 1.48], atol=1e-9)
+    middle = decode_part(path, info, Span(1.0, 1.6), cfg(backend="pyav"))
+    np.testing.assert_allclose(middle.times_s, [1.48], atol=1e-9)
+
+
+def test_scan_frames_arrive_in_order_at_scan_rate(clip):
+    info = probe(clip)
+    for backend in BOTH:
+        seen = []
+        decode_part(clip, info, Span(0, 4.0), cfg(backend=backend, scan_fps=8.0, scan_width=64),
+                    on_scan=lambda t, img: seen.append((t, img.shape)))
+        times = np.array([t for t, _ in seen])
+        assert len(times) == 32 and np.all(np.diff(times) > 0)
+        assert np.all(np.abs(np.diff(times) - 0.125) <= 0.04 + 1e-9)  # 25 fps frames nearest each 1/8 s
+        assert {shape for _, shape in seen} == {(48, 64, 3)}
+
+
+def test_model_size_and_upright():
+    c = FrameConfig(model_size=224, max_decode_side=1280)
+    assert model_size(1920, 1080, 0, c) == (398, 224)
+    assert model_size(1920, 1080, 90, c) == (224, 398)  # shown portrait
+    assert model_size(160, 120, 0, c) == (299, 224)  # small inputs are brought up to model size
+    assert model_size(3000, 500, 0, c) == (448, 75)  # panoramas: long side capped at 2x
+    assert model_size(1920, 1080, 0, replace(c, max_decode_side=300)) == (300, 169)
+    img = np.arange(6).reshape(2, 3)
+    assert upright(img, 90).tolist() == [[3, 0], [4, 1], [5, 2]]  # clockwise
+    assert upright(img, 270).tolist() == [[2, 5], [1, 4], [0, 3]]
+    assert upright(img, 0) is img
+
+
+def test_decode_part_module_has_no_top_level_media_imports():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(frames_mod.__file__).read_text())
+    top = {a.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for a in node.names}
+    top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
+    assert not top & {"av", "decord", "cv2", "torch", "ray"}  # importing vidan stays cheap
+
+
+def test_error_in_on_scan_is_not_taken_for_a_decoder_failure(clip):
+    def broken(t, img):
+        raise ValueError("shot detector bug")
+
+    with pytest.raises(ValueError, match="shot detector bug"):
+        decode_part(clip, probe(clip), Span(0, 1.0), FrameConfig(backend="decord"), on_scan=broken)
+
+
+def test_span_after_the_end_is_empty_without_complaint(clip):
+    for backend in BOTH:
+        out = decode_part(clip, probe(clip), Span(5.0, 6.0), cfg(backend=backend))
+        assert len(out.times_s) == 0 and out.frames_decoded == 0 and out.frames_expected == 0
+        assert out.notes == []

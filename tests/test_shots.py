@@ -1,0 +1,152 @@
+"""Shot detection on real encoded video, sampled the way the pipeline scans it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidan import synth
+from vidan.config import ShotConfig
+from vidan.records import Cut
+from vidan.shots import ShotDetector
+from vidan.synth import Scene
+
+SCAN_FPS = 8.0
+SCAN_WIDTH = 96
+
+
+def scan(path: Path, fps: float = SCAN_FPS) -> list[tuple[float, np.ndarray]]:
+    """Decode with PyAV; keep about ``fps`` frames a second, 96 px wide, with their pts."""
+    import av
+
+    out: list[tuple[float, np.ndarray]] = []
+    next_t = None
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            t = float(frame.pts * frame.time_base)
+            if next_t is not None and t < next_t - 1e-6:
+                continue
+            h = max(2, int(round(frame.height * SCAN_WIDTH / frame.width / 2)) * 2)
+            out.append((t, frame.to_ndarray(format="rgb24", width=SCAN_WIDTH, height=h)))
+            next_t = t + 1.0 / fps
+    return out
+
+
+def detect(frames: list[tuple[float, np.ndarray]], cfg: ShotConfig = ShotConfig()) -> list[Cut]:
+    det = ShotDetector(cfg)
+    for t, img in frames:
+        det.push(t, img)
+    return det.finish()
+
+
+def scene_starts(scenes: list[Scene]) -> list[float]:
+    return list(np.cumsum([s.duration_s for s in scenes])[:-1])
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, np.ndarray]:
+    return {n: synth.photo(n) for n in ("coffee", "chelsea", "rocket", "astronaut")}
+
+
+def test_hard_cuts_found_at_the_first_frame_of_each_shot(tmp_path, photos):
+    scenes = [Scene(2.0, photos["coffee"]), Scene(1.7, photos["chelsea"]), Scene(2.3, photos["rocket"]),
+              Scene(1.0, photos["astronaut"]),  # one second: a fast pan
+              Scene(1.5, (200, 40, 40)), Scene(1.5, (40, 40, 200)), Scene(2.0, photos["coffee"])]
+    frames = scan(synth.write_video(tmp_path / "cuts.mp4", scenes))
+    cuts = detect(frames)
+    truth = scene_starts(scenes)
+    assert [c.kind for c in cuts] == ["cut"] * len(truth), cuts
+    times = [t for t, _ in frames]
+    for c, t in zip(cuts, truth):
+        assert abs(c.t_s - t) <= 0.25
+        # The cut is the first scanned frame of the new shot, at its own presentation time.
+        assert c.t_s == min(x for x in times if x >= t - 1e-6)
+        assert c.score >= ShotConfig().threshold
+    assert cuts == sorted(cuts, key=lambda c: c.t_s)
+
+
+def test_no_cut_inside_a_panning_shot(tmp_path, photos):
+    # One long slow pan and two short (fast) ones, each a single shot of the same photo.
+    for i, d in enumerate((8.0, 2.0, 1.2)):
+        frames = scan(synth.write_video(tmp_path / f"pan{i}.mp4", [Scene(d, photos["astronaut"], pan=True)]))
+        assert detect(frames) == [], f"false cut in a {d} s pan"
+
+
+def test_fade_out_fade_in_is_one_fade_boundary(tmp_path, photos):
+    scenes = [Scene(3.0, photos["coffee"], fade_out_s=1.0), Scene(3.0, photos["rocket"], fade_in_s=1.0),
+              Scene(2.0, photos["chelsea"], fade_out_s=0.3), Scene(2.5, photos["astronaut"], fade_in_s=0.3)]
+    cuts = detect(scan(synth.write_video(tmp_path / "fade.mp4", scenes)))
+    # Long and short fades are one "fade" boundary each; the hard cut between them stays a cut.
+    assert [c.kind for c in cuts] == ["fade", "cut", "fade"], cuts
+    for c, t in zip(cuts, scene_starts(scenes)):
+        assert abs(c.t_s - t) <= 0.5
+
+
+def test_fade_from_black_at_start_and_to_black_at_end(tmp_path, photos):
+    scenes = [Scene(1.5, (0, 0, 0), pan=False), Scene(3.0, photos["coffee"], fade_in_s=0.5, fade_out_s=0.5),
+              Scene(1.5, (0, 0, 0), pan=False)]
+    cuts = detect(scan(synth.write_video(tmp_path / "black.mp4", scenes)))
+    assert [c.kind for c in cuts] == ["fade", "fade"], cuts
+    # The picture starts where it fades in, and the black tail is its own shot.
+    assert 1.5 <= cuts[0].t_s <= 1.5 + 0.5
+    assert 4.0 <= cuts[1].t_s <= 4.5 + 0.25
+
+
+def test_variable_frame_rate_times_are_respected(tmp_path, photos):
+    # Irregular spacing: bursts at 30 fps, then stretches at 4 fps; scene changes at 2.0 and 3.7 s.
+    rng = np.random.default_rng(1)
+    times, t = [], 0.0
+    while t < 6.0:
+        times.append(round(t, 3))
+        t += float(rng.choice([1 / 30, 0.25, 0.09]))
+    scenes = [Scene(2.0, photos["coffee"]), Scene(1.7, photos["chelsea"]), Scene(2.3, photos["rocket"])]
+    path = synth.write_video(tmp_path / "vfr.mp4", scenes, frame_times=times)
+    frames = scan(path)
+    scanned = [t for t, _ in frames]
+    assert any(b - a > 0.2 for a, b in zip(scanned, scanned[1:])), "the test needs irregular gaps"
+    cuts = detect(frames)
+    assert len(cuts) == 2
+    for c, truth in zip(cuts, (2.0, 3.7)):
+        assert c.t_s == min(x for x in scanned if x >= truth - 1e-6)
+
+
+def test_min_shot_length_is_respected(tmp_path, photos):
+    scenes = [Scene(1.0, photos["coffee"]), Scene(0.4, photos["chelsea"]), Scene(1.0, photos["rocket"]),
+              Scene(1.0, photos["astronaut"])]
+    frames = scan(synth.write_video(tmp_path / "short.mp4", scenes))
+    cfg = ShotConfig(min_shot_s=0.6)
+    cuts = detect(frames, cfg)
+    assert len(cuts) == 2  # 1.0 and 1.4 are too close: one of them goes; 2.4 stays
+    assert all(b.t_s - a.t_s >= cfg.min_shot_s for a, b in zip(cuts, cuts[1:]))
+    assert abs(cuts[-1].t_s - 2.4) <= 0.25
+    # Lowering the minimum keeps both.
+    assert len(detect(frames, ShotConfig(min_shot_s=0.2))) == 3
+
+
+def test_push_rejects_bad_input():
+    det = ShotDetector(ShotConfig())
+    det.push(0.0, np.zeros((72, 96, 3), np.uint8))
+    with pytest.raises(ValueError, match="increasing"):
+        det.push(0.0, np.zeros((72, 96, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        det.push(1.0, np.zeros((72, 96), np.uint8))
+    assert det.finish() == []
+
+
+def test_flat_content_has_no_cuts():
+    det = ShotDetector(ShotConfig())
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        det.push(i / 8, np.clip(120 + rng.integers(-6, 7, (72, 96, 3)), 0, 255).astype(np.uint8))
+    assert det.finish() == []
+
+
+def test_dip_to_black_between_hard_cuts_is_one_boundary(tmp_path, photos):
+    # Cut to 1.6 s of black, cut back in: the jumps into and out of black are part of one
+    # transition, reported once in the middle of the black.
+    scenes = [Scene(2.0, photos["coffee"]), Scene(1.6, (0, 0, 0), pan=False), Scene(2.0, photos["rocket"])]
+    cuts = detect(scan(synth.write_video(tmp_path / "dip.mp4", scenes)))
+    assert [c.kind for c in cuts] == ["fade"], cuts
+    assert abs(cuts[0].t_s - 2.8) <= 0.25

@@ -1,0 +1,573 @@
+"""Decode the frames of one span of a video, model-sized and upright.
+
+Two backends sit behind one small interface (``FrameBackend``): decord and PyAV. The
+configured one goes first; when it cannot open or decode the file, or reports
+timestamps that cannot be true, the other one carries on from where it stopped and
+the result says so in ``notes``.
+
+Which frames are kept is decided here, not in the backends: for each sampling time the
+frame *displayed* at that time (the last one whose presentation time is not after it).
+That needs one frame of look-ahead, so backends hand out frames lazily and only the
+chosen ones are ever converted to RGB, and then straight at model size in the decoder:
+a 4K frame never becomes a full-size RGB array.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import partial
+from typing import Callable, Iterator, Optional, Protocol
+
+import numpy as np
+
+from vidan.config import FrameConfig
+from vidan.records import STAGE_DECODE, MediaError, MediaInfo, Span
+
+# One decoded frame as a backend hands it out: its presentation time in seconds from
+# ``info.start_time_s``, and a function that returns it as upright RGB at model size.
+RawFrame = tuple[float, Callable[[], np.ndarray]]
+
+_SAME_FRAME_S = 1e-4  # two times closer than this are the same frame (backends round differently)
+
+
+@dataclass
+class DecodedFrames:
+    times_s: np.ndarray  # float64 (N,): presentation time of each sampled frame, from info.start_time_s
+    images: np.ndarray  # uint8 (N, H, W, 3) RGB, upright, short side == cfg.model_size
+    backend: str  # the backend that actually decoded: "decord" or "pyav"
+    frames_decoded: int  # frames whose presentation time lies in the span
+    frames_expected: Optional[int]  # from the duration and the frame rate, when known
+    notes: list[str] = field(default_factory=list)  # losses worth reporting
+    fallback: Optional[str] = None  # why the first backend was not used; not a loss
+
+
+class FrameBackend(Protocol):
+    name: str
+
+    def iter_frames(self, path: str, info: MediaInfo, span: Span, size: tuple[int, int],
+                    notes: list[str]) -> Iterator[RawFrame]:
+        """Frames from shortly before ``span.start_s`` to at least ``span.end_s``, in display order.
+
+        ``size`` is the upright (width, height) every image must have. Losses the
+        caller should report (skipped packets, guessed times) go into ``notes``.
+        Raises when the file cannot be opened or decoded at all.
+        """
+        ...
+
+
+def decode_part(path, info: MediaInfo, span: Span, cfg: FrameConfig,
+                on_scan: Optional[Callable[[float, np.ndarray], None]] = None) -> DecodedFrames:
+    """Sample ``span`` of the video for the image model (and the shot scanner).
+
+    Model frames: the frame displayed at ``span.start_s + (k + 0.5) / cfg.sample_fps``
+    for each such time inside the span, each frame once; a span shorter than one
+    interval still gives its first frame. ``on_scan(t_s, rgb)`` receives, in time
+    order, the frame displayed at every ``1 / cfg.scan_fps`` step, ``cfg.scan_width``
+    pixels wide.
+    """
+    if not info.has_video:
+        raise MediaError(STAGE_DECODE, "no video stream")
+    width, height = info.width, info.height
+    if not width or not height:
+        width, height = _coded_size(str(path))
+    size = model_size(width, height, info.rotation, cfg)
+    picker = _Picker(span, cfg, on_scan)
+
+    order = [cfg.backend] + ([n for n in BACKENDS if n != cfg.backend] if cfg.fallback else [])
+    failures: list[tuple[str, str]] = []
+    notes: list[str] = []
+    fallback: Optional[str] = None
+    used: Optional[str] = None
+    fed_by = order[0]  # the backend that delivered the latest frames
+    for name in order:
+        backend_notes: list[str] = []
+        before = picker.frames_decoded
+        frames = BACKENDS[name].iter_frames(str(path), info, picker.resume_span(), size, backend_notes)
+        try:
+            try:
+                for frame in frames:
+                    if not picker.feed(*frame):
+                        break
+            finally:
+                frames.close()  # ends the decoder now, so its notes are complete
+            picker.finish()
+        except _CallbackError as e:
+            raise e.__cause__ from None  # the caller's own error, not the decoder's
+        except MemoryError:
+            raise
+        except Exception as e:  # any failure of this backend: the next one carries on
+            failures.append((name, _error_text(e)))
+            notes.extend(backend_notes)
+            picker.abort()
+            if picker.frames_decoded > before:
+                fed_by = name
+            continue
+        notes.extend(backend_notes)
+        used = name
+        break
+
+    if used is None and picker.frames_decoded == 0:
+        raise MediaError(STAGE_DECODE, "; ".join(f"{n}: {text}" for n, text in failures))
+    if used is None:
+        used = fed_by
+        notes.append("decoding stopped early: " + "; ".join(f"{n}: {text}" for n, text in failures))
+    elif failures:
+        fallback = "; ".join(f"{n} failed ({text})" for n, text in failures) + f", used {used}"
+    notes.extend(picker.coverage_notes(info))
+    expected = _frames_expected(info, span)
+
+    images = (np.stack(picker.images) if picker.images
+              else np.zeros((0, size[1], size[0], 3), np.uint8))
+    return DecodedFrames(
+        times_s=np.asarray(picker.times, np.float64),
+        images=images,
+        backend=used,
+        frames_decoded=picker.frames_decoded,
+        frames_expected=expected,
+        notes=notes,
+        fallback=fallback,
+    )
+
+
+# --- pure pieces ---------------------------------------------------------------------
+
+def model_size(width: int, height: int, rotation: int, cfg: FrameConfig) -> tuple[int, int]:
+    """Upright (width, height) for the model: short side ``model_size``, aspect kept.
+
+    The long side is capped at twice the short one (a panorama is not worth a huge
+    image) and at ``max_decode_side``.
+    """
+    w, h = (height, width) if rotation in (90, 270) else (width, height)
+    scale = cfg.model_size / min(w, h)
+    scale = min(scale, 2 * cfg.model_size / max(w, h), cfg.max_decode_side / max(w, h))
+    return max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+
+
+def upright(img: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn a coded picture ``rotation`` degrees clockwise, as a player would show it."""
+    k = (-(rotation // 90)) % 4  # np.rot90 turns counter-clockwise
+    return np.ascontiguousarray(np.rot90(img, k)) if k else img
+
+
+def scan_image(img: np.ndarray, width: int) -> np.ndarray:
+    import cv2
+
+    h, w = img.shape[:2]
+    height = max(1, int(round(h * width / w)))
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+
+
+class _CallbackError(Exception):
+    """Carries an exception raised by ``on_scan`` past the backend fallback."""
+
+
+class _Clock:
+    """Times ``start + (k + offset) / fps`` for k = 0, 1, ...; computed, never accumulated."""
+
+    def __init__(self, start: float, fps: float, offset: float):
+        self.start, self.fps, self.offset, self.k = start, fps, offset, 0
+
+    def _at(self, k: int) -> float:
+        return self.start + (k + self.offset) / self.fps
+
+    def next(self) -> float:
+        return self._at(self.k)
+
+    def skip_to(self, limit: float) -> None:
+        """Advance to the first time not before ``limit`` (jumps VFR gaps in one step)."""
+        k = max(self.k, math.ceil((limit - self.start) * self.fps - self.offset))
+        while k > self.k and self._at(k - 1) >= limit:
+            k -= 1
+        while self._at(k) < limit:
+            k += 1
+        self.k = k
+
+
+class _Frame:
+    __slots__ = ("t", "_get", "_img")
+
+    def __init__(self, t: float, get: Callable[[], np.ndarray]):
+        self.t, self._get, self._img = t, get, None
+
+    def image(self) -> np.ndarray:
+        if self._img is None:
+            self._img = self._get()
+        return self._img
+
+
+class _Picker:
+    """Chooses, from frames fed in display order, the ones displayed at the sampling times.
+
+    A frame is known to be displayed at time T once the next frame's time is seen to
+    be after T, so the previous frame (``pending``) is held until then. After a backend
+    fails, ``abort`` forgets the pending frame (it belonged to the dead decoder) and the
+    next backend is fed from that frame on.
+    """
+
+    def __init__(self, span: Span, cfg: FrameConfig, on_scan):
+        self.span = span
+        self.samples = _Clock(span.start_s, cfg.sample_fps, 0.5)
+        if self.samples.next() >= span.end_s:  # shorter than one interval: its first frame
+            self.samples = _Clock(span.start_s, cfg.sample_fps, 0.0)
+        self.scans = _Clock(span.start_s, cfg.scan_fps, 0.0) if on_scan else None
+        self.on_scan = on_scan
+        self.scan_width = cfg.scan_width
+        self.pending: Optional[_Frame] = None
+        self.floor = -math.inf  # frames before this were handled by a backend that failed
+        self.times: list[float] = []
+        self.images: list[np.ndarray] = []
+        self.last_scan_t = -math.inf
+        self.frames_decoded = 0
+        self.first_t: Optional[float] = None
+        self.last_t: Optional[float] = None  # latest frame seen, in the span or before it
+        self.out_of_order = 0
+        self.seen: list[float] = []  # every frame time in the span, to find holes
+
+    def resume_span(self) -> Span:
+        return Span(max(self.span.start_s, self.floor), self.span.end_s)
+
+    def feed(self, t: float, get: Callable[[], np.ndarray]) -> bool:
+        """Take the next frame; False once past the span (stop decoding)."""
+        if t >= self.span.end_s:
+            return False
+        if self.last_t is None or t > self.last_t:
+            self.last_t = t
+        if t < self.span.start_s or t < self.floor:
+            return True
+        if self.pending is not None and t <= self.pending.t:
+            self.out_of_order += 1
+            return True
+        frame = _Frame(t, get)
+        cand = self.pending or frame
+        if self.samples.next() < t:
+            self._choose_model(cand)
+            self.samples.skip_to(t)
+        if self.scans is not None and self.scans.next() < t:
+            self._choose_scan(cand)
+            self.scans.skip_to(t)
+        if t > self.floor + 2 * _SAME_FRAME_S:  # not a frame re-read after a fallback
+            self.frames_decoded += 1
+            self.seen.append(t)
+        if self.first_t is None:
+            self.first_t = t
+        self.pending = frame
+        return True
+
+    def finish(self) -> None:
+        """The last frame is displayed until the span ends."""
+        if self.pending is None:
+            return
+        if self.samples.next() < self.span.end_s:
+            self._choose_model(self.pending)
+        if self.scans is not None and self.scans.next() < self.span.end_s:
+            self._choose_scan(self.pending)
+
+    def abort(self) -> None:
+        if self.pending is not None:
+            self.floor = self.pending.t - _SAME_FRAME_S
+            self.pending = None
+
+    def _choose_model(self, frame: _Frame) -> None:
+        if self.times and abs(self.times[-1] - frame.t) < _SAME_FRAME_S:
+            return
+        img = frame.image()
+        self.times.append(frame.t)
+        self.images.append(img)
+
+    def _choose_scan(self, frame: _Frame) -> None:
+        if frame.t <= self.last_scan_t + _SAME_FRAME_S:
+            return
+        small = scan_image(frame.image(), self.scan_width)
+        try:
+            self.on_scan(frame.t, small)
+        except Exception as e:
+            raise _CallbackError() from e
+        self.last_scan_t = frame.t
+
+    def coverage_notes(self, info: MediaInfo) -> list[str]:
+        notes = []
+        rate = Fraction(info.frame_rate) if info.frame_rate else None
+        frame_s = float(1 / rate) if rate else 0.0
+        slack = max(1.0, 2 * frame_s)
+        want_end = min(self.span.end_s, info.video_end_s or info.duration_s, info.duration_s)
+        if self.last_t is None:
+            if want_end > self.span.start_s:
+                notes.append(f"no video frames between {self.span.start_s:.1f} and {want_end:.1f} s")
+        elif want_end - (self.last_t + frame_s) > slack:
+            notes.append(f"video stream ends at {self.last_t + frame_s:.1f} s of "
+                         f"{info.video_end_s or info.duration_s:.1f} s")
+        if self.first_t is not None and self.first_t - self.span.start_s > slack:
+            notes.append(f"first video frame at {self.first_t:.1f} s, span starts at {self.span.start_s:.1f} s")
+        if self.out_of_order:
+            notes.append(f"{self.out_of_order} frames with out-of-order timestamps dropped")
+        missing = _missing_frames(self.seen, rate)
+        if missing:
+            notes.append(f"{missing} frames missing (gaps in a constant-rate stream)")
+        return notes
+
+
+def _missing_frames(times: list[float], rate: Optional[Fraction]) -> int:
+    """Frames absent from a constant-rate stream: decoders conceal damage by dropping them.
+
+    Variable-rate streams have no expected spacing, so nothing is claimed for them.
+    """
+    if rate is None or len(times) < 4:
+        return 0
+    step = 1 / float(rate)
+    gaps = np.diff(np.asarray(times))
+    if np.mean(np.abs(gaps - step) < 0.1 * step) < 0.9:
+        return 0
+    holes = gaps[gaps > 1.5 * step]
+    return int(np.sum(np.round(holes / step) - 1))
+
+
+def _frames_expected(info: MediaInfo, span: Span) -> Optional[int]:
+    if not info.frame_rate:
+        return None
+    seconds = min(span.end_s, info.duration_s) - span.start_s
+    return max(0, int(round(seconds * float(Fraction(info.frame_rate)))))
+
+
+def _seconds(start_time_s: float) -> Fraction:
+    # the container's start time is whole microseconds (AV_TIME_BASE)
+    return Fraction(int(round(start_time_s * 1_000_000)), 1_000_000)
+
+
+def _error_text(e: BaseException) -> str:
+    from vidan.media.probe import av_message
+
+    text = av_message(e) if type(e).__module__.startswith("av.") else str(e)
+    # decord prefixes its messages with "[hh:mm:ss] /build/path/file.cc:123: "
+    text = re.sub(r"\[[\d:]+\] \S+:\d+: ", "", text.strip())
+    text = " ".join(text.split())
+    if len(text) > 400:
+        text = text[:400] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+# --- PyAV ------------------------------------------------------------------------------
+
+def _video_stream(container):
+    from vidan.media.probe import _first
+
+    return _first(container.streams, "video")
+
+
+def _coded_size(path: str) -> tuple[int, int]:
+    import av
+
+    with av.open(path, metadata_errors="ignore") as c:
+        s = _video_stream(c)
+        if s is None or not s.codec_context.width:
+            raise MediaError(STAGE_DECODE, "video stream has no picture size")
+        return int(s.codec_context.width), int(s.codec_context.height)
+
+
+def _pyav_rgb(frame, size: tuple[int, int], rotation: int) -> np.ndarray:
+    w, h = (size[1], size[0]) if rotation in (90, 270) else size
+    # swscale scales straight from the decoded YUV planes to model size
+    img = frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="AREA")
+    return upright(img, rotation)
+
+
+class _PyAVDecoder:
+    """Decode one video stream, skipping packets the decoder or demuxer rejects."""
+
+    MAX_DEMUX_ERRORS = 100  # in a row, with no packet read in between: give up
+
+    def __init__(self, container, stream, start: Fraction, size, rotation: int):
+        from vidan.media.probe import _exact_rate
+
+        self.container, self.stream = container, stream
+        self.tb = stream.time_base or Fraction(1, 90000)
+        self.rate = _exact_rate(stream) or Fraction(25)
+        self.start, self.size, self.rotation = start, size, rotation
+        self.bad_packets = 0
+        self.last_error = ""
+        self.untimed = 0
+        self.timed = 0
+        self.gave_up = ""
+        self._last: Optional[Fraction] = None
+
+    def frames(self) -> Iterator[tuple[float, Callable[[], np.ndarray], bool]]:
+        import av
+
+        errors_in_row = 0
+        while True:
+            try:
+                for packet in self.container.demux(self.stream):
+                    errors_in_row = 0
+                    try:
+                        decoded = packet.decode()
+                    except av.error.EOFError:
+                        continue
+                    except av.error.FFmpegError as e:
+                        self.bad_packets += 1
+                        self.last_error = _error_text(e)
+                        continue
+                    for frame in decoded:
+                        yield self._timed(frame)
+                return
+            except av.error.FFmpegError as e:  # the demuxer resyncs on the next read
+                self.bad_packets += 1
+                self.last_error = _error_text(e)
+                errors_in_row += 1
+                if errors_in_row >= self.MAX_DEMUX_ERRORS:
+                    self.gave_up = self.last_error
+                    return
+
+    def _timed(self, frame):
+        ts = frame.pts if frame.pts is not None else frame.dts
+        if ts is not None:
+            self.timed += 1
+            at = ts * self.tb - self.start
+            has_time = True
+        else:
+            # Raw streams and broken AVIs: place the frame one duration after the last.
+            self.untimed += 1
+            step = frame.duration * self.tb if frame.duration else 1 / self.rate
+            at = self._last + step if self._last is not None else Fraction(0)
+            has_time = False
+        self._last = at
+        return float(at), partial(_pyav_rgb, frame, self.size, self.rotation), has_time
+
+    def report(self, notes: list[str]) -> None:
+        if self.bad_packets:
+            notes.append(f"{self.bad_packets} corrupt packets skipped ({self.last_error})")
+        if self.gave_up:
+            notes.append(f"stopped reading after {self.MAX_DEMUX_ERRORS} demuxer errors in a row ({self.gave_up})")
+        if self.untimed and not self.timed:
+            notes.append("no presentation timestamps; times from decode order at the stream rate")
+        elif self.untimed:
+            notes.append(f"{self.untimed} frames without timestamps placed by decode order")
+
+
+class PyAVBackend:
+    name = "pyav"
+
+    # Seek this far before the span start first; further back (then from the start)
+    # when the demuxer lands after it, as MPEG-TS and some AVIs do.
+    SEEK_MARGINS_S = (1.0, 30.0, None)
+
+    def iter_frames(self, path, info, span, size, notes):
+        import av
+
+        start = _seconds(info.start_time_s)
+        margins = self.SEEK_MARGINS_S if span.start_s > 0 else (None,)
+        attempt = 0
+        while attempt < len(margins):
+            margin = margins[attempt]
+            attempt += 1
+            with av.open(path, metadata_errors="ignore") as container:
+                stream = _video_stream(container)
+                if stream is None:
+                    raise MediaError(STAGE_DECODE, "no video stream")
+                stream.thread_type = "AUTO"
+                dec = _PyAVDecoder(container, stream, start, size, info.rotation)
+                if margin is not None:
+                    target = (Fraction(span.start_s - margin) + start) / dec.tb
+                    try:
+                        container.seek(max(0, math.floor(target)), stream=stream, backward=True)
+                    except av.error.FFmpegError:
+                        attempt = len(margins) - 1  # not seekable: read from the start
+                        continue
+                frames = dec.frames()
+                chosen = False  # this attempt is the one whose losses get reported
+                try:
+                    first = next(frames, None)
+                    if margin is not None:
+                        if first is None:
+                            if attempt == 1:  # nothing from here on: look further back once
+                                continue
+                            chosen = True
+                            return  # the stream ends before the span
+                        if not first[2]:  # no timestamps: only counting from the start works
+                            attempt = len(margins) - 1
+                            continue
+                        if first[0] > span.start_s:  # landed after the span start
+                            continue
+                    chosen = True
+                    if first is not None:
+                        yield first[:2]
+                        for t, get, _ in frames:
+                            yield t, get
+                    return
+                finally:
+                    frames.close()  # before the container closes under it
+                    if chosen:
+                        dec.report(notes)
+
+
+# --- decord ----------------------------------------------------------------------------
+
+class DecordBackend:
+    name = "decord"
+
+    def iter_frames(self, path, info, span, size, notes):
+        import decord
+
+        decord.logging.set_level(decord.logging.ERROR)  # its ffmpeg warns on every B-frame
+        tb, stream_start = _stream_clock(path)
+        start = _seconds(info.start_time_s)
+        # decord 0.6 applies the display matrix itself and scales after rotating, so it
+        # is asked for the upright size and its frames are not turned again (checked
+        # against ffmpeg's own upright picture in tests/test_frames.py).
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), width=size[0], height=size[1])
+        try:
+            n = len(vr)
+            if n == 0:
+                return
+            # (start, end) per frame, seconds from the video stream's own start_time,
+            # as float32: snap back to the stream's time base to compare exactly.
+            raw = np.asarray(vr.get_frame_timestamp(np.arange(n)), np.float64)[:, 0]
+            _check_timestamps(raw, info.duration_s)
+            ticks = np.round(raw / float(tb)).astype(np.int64) + stream_start
+            # from the frame before the span, so the caller sees where the stream is
+            first = max(0, int(np.searchsorted(raw, span.start_s + float(start - stream_start * tb))) - 1)
+            for i in range(first, n):
+                t = float(int(ticks[i]) * tb - start)
+                yield t, partial(_decord_rgb, vr, i)
+                if t >= span.end_s:
+                    return
+        finally:
+            del vr  # decord readers leak when kept (dmlc/decord #157)
+
+
+def _decord_rgb(vr, index: int) -> np.ndarray:
+    return vr[index].asnumpy()
+
+
+def _stream_clock(path: str) -> tuple[Fraction, int]:
+    """Time base and start pts of the video stream decord reads (the "best" one)."""
+    import av
+
+    with av.open(path, metadata_errors="ignore") as c:
+        try:
+            s = c.streams.best("video")
+        except (AttributeError, ValueError):
+            s = _video_stream(c)
+        if s is None:
+            raise MediaError(STAGE_DECODE, "no video stream")
+        return Fraction(s.time_base or Fraction(1, 90000)), int(s.start_time or 0)
+
+
+class TimestampError(ValueError):
+    """A backend reported frame times that cannot be true."""
+
+
+def _check_timestamps(ts: np.ndarray, duration_s: float) -> None:
+    where = f"first {np.array2string(ts[:4], precision=3)}"
+    if not np.all(np.isfinite(ts)):
+        raise TimestampError(f"timestamps are not numbers ({where})")
+    if len(ts) > 1 and np.all(ts == 0):
+        raise TimestampError("all timestamps are zero")
+    if len(ts) > 1 and np.any(np.diff(ts) <= 0):
+        raise TimestampError(f"timestamps do not increase ({where})")
+    if ts[0] < -1.0 or ts[-1] > 2 * duration_s + 10.0:
+        raise TimestampError(f"timestamps outside the file's {duration_s:.1f} s ({where})")
+
+
+BACKENDS: dict[str, FrameBackend] = {"decord": DecordBackend(), "pyav": PyAVBackend()}
