@@ -68,7 +68,8 @@ def messy(tmp_path_factory):
         "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "libx264", "-c:a", "aac", "-ac:a:1", "6",
         d / "multi_audio.mkv")
     synth.write_video(d / WEIRD, [Scene(2.0, synth.photo("astronaut"))])
-    synth.write_video(os.fsencode(d) + b"/bad-\xff-name.mp4", [Scene(2.0, (200, 30, 30))])
+    synth.write_video(d / "plain.mp4", [Scene(2.0, (200, 30, 30))])
+    os.rename(d / "plain.mp4", os.fsencode(d) + b"/bad-\xff-name.mp4")  # a name that is not UTF-8
     (d / "sub").mkdir()
     os.symlink("..", d / "sub" / "loop")
     os.symlink(d / "good.mp4", d / "sub" / "link-to-good.mp4")
@@ -98,7 +99,7 @@ def test_batch_finishes_with_exit_1_and_no_traceback(run):
 def test_every_file_one_row_no_duplicates_from_symlinks(run, messy):
     _, rep = run
     assert rep.videos.path.is_unique and rep.videos.video_id.is_unique
-    assert len(rep.videos) == 20
+    assert len(rep.videos) == 19
     reasons = dict(zip(rep.skipped.path, rep.skipped.reason))
     link = str(messy / "sub" / "link-to-good.mp4")
     assert link in reasons and "duplicate" in reasons[link]

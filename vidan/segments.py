@@ -77,7 +77,7 @@ def plan_segments(duration_s: float, cfg: SegmentConfig, cuts: Sequence[Cut] = (
     non-finite times are ignored. ``frame_times`` only choose each segment's keyframe.
     Raises ``ValueError`` when ``duration_s`` is not a positive finite number.
     """
-    if not (isinstance(duration_s, (int, float)) and math.isfinite(duration_s) and duration_s > 0):
+    if not (math.isfinite(duration_s) and duration_s > 0):
         raise ValueError(f"duration_s must be a positive finite number, got {duration_s!r}")
     duration_s = float(duration_s)
     cfg.validate()
@@ -94,9 +94,9 @@ def plan_segments(duration_s: float, cfg: SegmentConfig, cuts: Sequence[Cut] = (
 def words_in(segment: Segment | Span, words: Sequence[Word]) -> list[Word]:
     """The words whose midpoint lies in ``[start, end)`` of ``segment``.
 
-    Segments of one plan tile the video, so every word belongs to exactly one of them
-    (a word whose midpoint is at or past the video's end belongs to none, except that
-    the last segment is closed: pass ``Span(start, math.inf)`` to catch overruns).
+    Segments of one plan tile the video, so every word whose midpoint is inside the
+    video belongs to exactly one of them. A word that ASR placed at or past the end
+    belongs to none; callers that want it can widen the last span to ``math.inf``.
     """
     a, b = segment.start_s, segment.end_s
     return [w for w in words if a <= (w.start_s + w.end_s) / 2 < b]

@@ -11,14 +11,15 @@ Times: PySceneDetect only sees frame numbers at a nominal rate; every time repor
 comes from the times given to ``push``, so variable frame rates are exact. A cut's
 ``t_s`` is the time of the first pushed frame of the new shot.
 
-Tuning at 8 frames a second, 96 px wide (``benchmarks/bench_segments.py``; real photos
-from scikit-image, 320x240 H.264): a hard cut between different pictures scores 40-90
-on ContentDetector's scale, the same as at full size and rate, because a cut is one
-frame-to-frame jump whatever the sampling. Slow pans score 3-9 and a pan across the
-whole picture in one second 10-17, so the default threshold 27 keeps a wide margin on
-both sides. Limits: a cross-dissolve spreads its change over many samples (each step
-about threshold / 4 for a 1 s dissolve at 8 fps) and is not found; a whip pan can
-score like a cut.
+Tuning at ~8 frames a second, 96 px wide (synthetic 320x240 H.264 of scikit-image
+photos, as in ``tests/test_shots.py`` and ``benchmarks/bench_segments.py``): a hard cut
+between different pictures scores 40-120 on ContentDetector's scale, as at full size
+and rate, because a cut is one frame-to-frame jump whatever the sampling. Slow pans
+score 3-9 and a pan across the whole picture in one second 10-17; fades score 8-13 a
+step outside the dark frames. The default threshold 27 keeps a wide margin on both
+sides, so it stays. Limits: a cross-dissolve spreads its change over many samples,
+each well under the threshold, and is not found; a whip pan can score like a cut;
+ContentDetector needs scenedetect >= 0.7 (frame timecodes, not frame numbers).
 """
 
 from __future__ import annotations

@@ -96,13 +96,13 @@ def _choose_stream(path: str, info: MediaInfo, stream: Optional[int]) -> tuple[i
         if not any(s.index == stream for s in audio):
             raise MediaError(STAGE_AUDIO, f"stream #{stream} is not an audio stream; audio streams: "
                              + ", ".join(f"#{s.index}" for s in audio))
-        return stream, ([f"{len(audio)} audio streams; used stream #{stream} (requested)"] if len(audio) > 1 else [])
+        return stream, []
     if len(audio) == 1:
         return audio[0].index, []
     default = _default_audio_stream(path)
     if default is not None and any(s.index == default for s in audio):
-        return default, [f"{len(audio)} audio streams; used stream #{default} (default)"]
-    return audio[0].index, [f"{len(audio)} audio streams; used stream #{audio[0].index} (first)"]
+        return default, []
+    return audio[0].index, []
 
 
 def _default_audio_stream(path: str) -> Optional[int]:

@@ -38,7 +38,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     import av
 
     try:
-        container = av.open(p, metadata_errors="ignore")
+        container = _open_explained(p)
     except av.error.FFmpegError as e:
         raise MediaError(STAGE_PROBE, f"not a media file: {av_message(e)}") from e
     except OSError as e:
@@ -96,6 +96,24 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     return replace(result, duration_s=float(duration), rotation=rotation)
 
 
+def _open_explained(path: str):
+    """``av.open`` with FFmpeg's own log captured, so an error carries its cause.
+
+    PyAV attaches FFmpeg's last log line to the exception only while logging is on;
+    ``Capture`` keeps those lines off the console.
+    """
+    import av
+    import av.logging
+
+    previous = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture():
+            return av.open(path, metadata_errors="ignore")
+    finally:
+        av.logging.set_level(previous)
+
+
 def _stream_end(stream, container_start_s: float) -> Optional[float]:
     """End of ``stream`` by its own header, on the container's clock; None when unknown."""
     if stream.duration is None or stream.time_base is None or stream.duration <= 0:
@@ -118,10 +136,12 @@ def is_still_image(info: MediaInfo) -> bool:
 
 def av_message(e: BaseException) -> str:
     """PyAV's own words for an error, without the errno and the repeated file name."""
-    strerror = getattr(e, "strerror", None)
-    if strerror:
-        return str(strerror)
-    return str(e) or type(e).__name__
+    text = str(getattr(e, "strerror", None) or e or type(e).__name__)
+    # FFmpeg's last log line says *why* ("moov atom not found"); PyAV keeps it on the error
+    log = getattr(e, "log", None)
+    if isinstance(log, tuple) and len(log) == 3 and log[2] and str(log[2]).strip() not in text:
+        text = f"{text} ({str(log[2]).strip()})"
+    return text
 
 
 # --- helpers ------------------------------------------------------------------------
