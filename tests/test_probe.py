@@ -74,14 +74,14 @@ def test_text_named_mp4_says_what_ffmpeg_said(tmp_path):
     path = tmp_path / "notes.mp4"
     path.write_text("these are my holiday notes, not a video\n" * 20)
     err = _fail(path)
-    assert err.message == "not a media file: Invalid data found when processing input"
+    assert err.message.startswith("not a media file: Invalid data found when processing input")
 
 
 def test_mp4_cut_before_its_index_is_rejected(tmp_path):
     whole = synth.lavfi(tmp_path / "whole.mp4", "testsrc=size=160x120:rate=25", 2.0, "-c:v", "libx264")
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # moov is at the end
-    assert _fail(cut).message.startswith("not a media file: ")
+    assert _fail(cut).message.startswith("not a media file: ") and "moov atom not found" in _fail(cut).message
 
 
 @pytest.mark.parametrize("fmt,codec", [("PNG", "png"), ("JPEG", "mjpeg"), ("GIF", "gif"), ("WEBP", "webp"),
