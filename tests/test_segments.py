@@ -134,11 +134,12 @@ def test_cut_moves_at_most_pause_search_to_a_pause(data, duration):
         assert abs(segs[1].start_s - t) <= max(cfg.pause_search_s, 0.5) + EPS  # words are <= 1 s
 
 
-def test_cut_inside_a_sentence_moves_to_the_pause_between_words():
+def test_cut_inside_a_word_moves_to_the_nearest_point_between_words():
     words = [Word(1.0, 1.4, "the"), Word(1.4, 2.0, "cat"), Word(2.6, 3.0, "sat"), Word(3.0, 3.5, "down")]
     cfg = SegmentConfig(plan="shots+speech", min_s=0.5, max_s=20.0, pause_search_s=1.5)
     segs = plan_segments(10.0, cfg, [Cut(1.8, "cut", 40.0)], words)
-    assert [s.start_s for s in segs] == [0.0, pytest.approx(2.3)]  # middle of the 2.0-2.6 pause
+    # "cat" ends at 2.0: the nearest place that splits no word, 0.2 s from the picture cut
+    assert [s.start_s for s in segs] == [0.0, pytest.approx(2.0)]
     assert segs[1].reason == "shot_cut"
     # The shots plan leaves the cut where the picture changes, inside "cat".
     shots = plan_segments(10.0, SegmentConfig(plan="shots", min_s=0.5), [Cut(1.8)], words)

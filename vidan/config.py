@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 class SegmentConfig:
     plan: str = "shots+speech"  # "fixed" | "shots" | "shots+speech"
     window_s: float = 10.0  # length of fixed windows
-    min_s: float = 2.0  # shots shorter than this are merged into a neighbour
+    min_s: float = 1.0  # shots shorter than this are merged into a neighbour
     max_s: float = 20.0  # longer shots are split
     pause_search_s: float = 1.5  # how far a boundary may move to reach a speech pause
 

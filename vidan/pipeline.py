@@ -123,6 +123,7 @@ class _Video:
     submitted: dict[str, int] = field(default_factory=dict)
     failed_kinds: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    stat: Optional[tuple[int, int]] = None  # (size, mtime_ns) when its work was queued
 
 
 def new_run_id() -> str:
@@ -167,7 +168,7 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Conf
                                error_stage=err.stage, error_message=err.message, size_bytes=cand.size_bytes,
                                provenance=prov, config_json=cfg_json), [])
                 continue
-            v = _Video(cand.video_id, cand.path, info, 0, VideoParts(info))
+            v = _Video(cand.video_id, cand.path, info, 0, VideoParts(info), stat=_stat(cand.path))
             spans = plan_parts(info.duration_s, config.limits.part_s)
             for kind, wanted in ((VISUAL, info.has_video), (AUDIO, info.has_audio)):
                 if not wanted:
@@ -227,6 +228,14 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Conf
         executor.shutdown()
 
 
+def _stat(path: str) -> Optional[tuple[int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def _disp(p: str) -> str:
     from vidan.report import display_path
 
@@ -260,6 +269,7 @@ def _row(v: _Video, status: str, prov: dict, cfg_json: str, *, error: Optional[V
         frames_decoded=sum(p.frames_decoded for p in frames) if frames else None,
         frames_sampled=sum(p.frames_sampled for p in frames) if frames else None,
         audio_decoded_s=sum(p.samples_decoded_s for p in audio) if audio else None,
+        shot_cuts=[{"t_s": c.t_s, "kind": c.kind, "score": c.score} for c in v.parts.cuts] if frames else None,
         language=lang, processing_s=time.perf_counter() - v.started, **extra,
     )
 
@@ -271,6 +281,11 @@ def _finished(v: _Video, value: Any, prov: dict, cfg_json: str) -> tuple[dict, l
     notes = [n for p in (*v.parts.frames, *v.parts.audio) for n in p.notes]
     for kind, n in v.failed_kinds.items():
         notes.append(f"{n} of {v.submitted[kind]} {kind} part(s) failed")
+    now = _stat(v.path)
+    if now is None:
+        notes.append("file disappeared during the run")
+    elif v.stat is not None and now != v.stat:
+        notes.append("file changed during the run: results may mix old and new content")
     status = PARTIAL if (v.errors or notes) else OK
     err = v.errors[0] if v.errors else None
     return _row(v, status, prov, cfg_json, error=err, notes=notes, n_segments=len(segments)), segments

@@ -35,6 +35,11 @@ WORD = pa.struct([
     pa.field("text", pa.string()),
     pa.field("probability", pa.float32()),
 ])
+CUT = pa.struct([
+    pa.field("t_s", pa.float64()),
+    pa.field("kind", pa.string()),  # cut | fade
+    pa.field("score", pa.float32()),
+])
 LABEL = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
 MODELS = pa.struct([
     pa.field("asr", pa.string()),
@@ -83,6 +88,7 @@ VIDEOS_SCHEMA = pa.schema([
     pa.field("audio_decoded_s", pa.float64()),
     pa.field("language", pa.string()),
     pa.field("n_segments", pa.int32()),
+    pa.field("shot_cuts", pa.list_(CUT)),  # every shot boundary found, even where segments merged it
     pa.field("processing_s", pa.float64()),
     pa.field("config", pa.string()),  # the whole config as JSON
     *PROVENANCE,

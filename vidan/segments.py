@@ -302,12 +302,16 @@ class _Speech:
 
     def place_cut(self, x: float, search_s: float) -> Optional[float]:
         """Where a cut at ``x`` may go: ``x`` itself unless it is inside a word; else the
-        nearest pause within ``search_s``; else the nearer edge of that word; ``None``
-        when that edge is the start or end of the video."""
+        nearest point between two words (a pause, or the edge of the word it hits) within
+        ``search_s``; ``None`` when the only such point is the start or end of the video.
+
+        The nearest word edge, not the nearest long pause: the picture changes at ``x``,
+        so the boundary should stay as close to it as it can without splitting a word.
+        """
         word = self.containing(x)
         if word is None:
             return x
-        q = self.nearest_allowed(x, max(EPS, x - search_s), min(self.duration - EPS, x + search_s), True)
+        q = self.nearest_allowed(x, max(EPS, x - search_s), min(self.duration - EPS, x + search_s), False)
         if q is not None:
             return q
         edges = sorted((e for e in word if EPS < e < self.duration - EPS), key=lambda e: (abs(e - x), e))
