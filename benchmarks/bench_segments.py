@@ -97,20 +97,18 @@ def make(case: Case, folder: Path) -> Path:
 
 
 def scan(path: Path) -> tuple[list[tuple[float, np.ndarray]], float]:
-    """Frames at about SCAN_FPS, SCAN_WIDTH wide, with their presentation times; and the time it took."""
-    import av
+    """The frames the pipeline's shot scan sees (``decode_part``'s ``on_scan``), and the time it took."""
+    from vidan.config import FrameConfig
+    from vidan.media.frames import decode_part
+    from vidan.media.probe import probe
+    from vidan.records import Span
 
     start = time.perf_counter()
     out: list[tuple[float, np.ndarray]] = []
-    next_t = None
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            t = float(frame.pts * frame.time_base)
-            if next_t is not None and t < next_t - 1e-6:
-                continue
-            h = max(2, int(round(frame.height * SCAN_WIDTH / frame.width / 2)) * 2)
-            out.append((t, frame.to_ndarray(format="rgb24", width=SCAN_WIDTH, height=h)))
-            next_t = t + 1.0 / SCAN_FPS
+    info = probe(path)
+    decode_part(path, info, Span(0.0, info.duration_s),
+                FrameConfig(backend="pyav", scan_fps=SCAN_FPS, scan_width=SCAN_WIDTH),
+                on_scan=lambda t, img: out.append((t, img)))
     return out, time.perf_counter() - start
 
 

@@ -18,19 +18,16 @@ SCAN_WIDTH = 96
 
 
 def scan(path: Path, fps: float = SCAN_FPS) -> list[tuple[float, np.ndarray]]:
-    """Decode with PyAV; keep about ``fps`` frames a second, 96 px wide, with their pts."""
-    import av
+    """The frames the pipeline's shot scan sees: ``decode_part``'s ``on_scan`` at ``fps``."""
+    from vidan.config import FrameConfig
+    from vidan.media.frames import decode_part
+    from vidan.media.probe import probe
+    from vidan.records import Span
 
     out: list[tuple[float, np.ndarray]] = []
-    next_t = None
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            t = float(frame.pts * frame.time_base)
-            if next_t is not None and t < next_t - 1e-6:
-                continue
-            h = max(2, int(round(frame.height * SCAN_WIDTH / frame.width / 2)) * 2)
-            out.append((t, frame.to_ndarray(format="rgb24", width=SCAN_WIDTH, height=h)))
-            next_t = t + 1.0 / fps
+    info = probe(path)
+    decode_part(path, info, Span(0.0, info.duration_s), FrameConfig(backend="pyav", scan_fps=fps, scan_width=SCAN_WIDTH),
+                on_scan=lambda t, img: out.append((t, img)))
     return out
 
 
