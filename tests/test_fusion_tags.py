@@ -26,8 +26,12 @@ def test_fuse_with_nothing_present_is_zero():
 
 def test_conse_is_the_weighted_mean_of_top_labels():
     labels = np.eye(4, dtype=np.float32)
-    v = conse(np.array([0.6, 0.3, 0.1, 0.0]), labels, top_t=2)
+    v, conf = conse(np.array([0.6, 0.3, 0.1, 0.0]), labels, top_t=2)
     assert np.allclose(v, unit(0.6, 0.3, 0, 0))
+    # 0.9 of the mass in the top two, and two orthogonal labels shorten the mean
+    assert conf == pytest.approx(0.9 * np.linalg.norm([2 / 3, 1 / 3]))
+    _, sure = conse(np.array([0.97, 0.01, 0.01, 0.01]), labels, top_t=2)
+    assert sure > conf
 
 
 def test_classify_threshold_allows_no_tag():

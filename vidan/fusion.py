@@ -22,9 +22,13 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
 
 
-def conse(probs: np.ndarray, label_embeddings: np.ndarray, top_t: int = 10) -> np.ndarray:
+def conse(probs: np.ndarray, label_embeddings: np.ndarray, top_t: int = 10) -> tuple[np.ndarray, float]:
     """Project class probabilities (C,) into the embedding space of ``label_embeddings`` (C, D).
 
+    Returns the unit vector and a confidence in [0, 1]: the probability mass of the top
+    classes times the length of their weighted mean before normalising. Agreeing labels
+    (tabby, tiger cat, Egyptian cat) keep that length near 1; scattered guesses (football
+    helmet, go-kart, bobsled) shrink it, so a confused classifier claims less.
     Only the ``top_t`` classes count: the long tail of small probabilities is noise
     that would pull every image towards the mean of all labels.
     """
@@ -32,9 +36,10 @@ def conse(probs: np.ndarray, label_embeddings: np.ndarray, top_t: int = 10) -> n
     top = np.argsort(probs)[::-1][:top_t]
     w = probs[top]
     if w.sum() <= 0:
-        return np.zeros(label_embeddings.shape[1], np.float32)
+        return np.zeros(label_embeddings.shape[1], np.float32), 0.0
     v = (w[:, None] * label_embeddings[top]).sum(axis=0) / w.sum()
-    return l2_normalize(v)
+    confidence = float(min(1.0, w.sum()) * np.linalg.norm(v))
+    return l2_normalize(v), confidence
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,7 @@ SEGMENTS_SCHEMA = pa.schema([
     pa.field("text_weight", pa.float32()),
     pa.field("embedding", _emb(EMBED_DIM)),  # fused, L2-normalised; null when no modality was present
     pa.field("visual_embedding", _emb(EMBED_DIM)),
+    pa.field("visual_confidence", pa.float32()),  # how sure the classifier was (ConSE), 0..1
     pa.field("text_embedding", _emb(EMBED_DIM)),
     pa.field("audio_embedding", _emb(AUDIO_EMBED_DIM)),
     *PROVENANCE,

@@ -28,7 +28,7 @@ def segment_rows(video_id: str, path: str, feats: Sequence[SegmentFeatures], mod
     text_emb = dict(zip(texts.keys(), encoded))
     rows = []
     for i, f in enumerate(feats):
-        visual = conse(f.mean_probs, models.label_emb) if f.mean_probs is not None else None
+        visual, visual_conf = conse(f.mean_probs, models.label_emb) if f.mean_probs is not None else (None, None)
         fused = fuse({"visual": visual, "text": text_emb.get(i)},
                      {"visual": cfg.fusion.visual_weight, "text": cfg.fusion.text_weight})
         has_any = any(fused.present.values())
@@ -73,6 +73,7 @@ def segment_rows(video_id: str, path: str, feats: Sequence[SegmentFeatures], mod
             "text_weight": fused.weights["text"],
             "embedding": _vec(fused.embedding) if has_any else None,
             "visual_embedding": _vec(visual),
+            "visual_confidence": visual_conf,
             "text_embedding": _vec(text_emb.get(i)),
             "audio_embedding": _vec(f.acoustic),
             **provenance,

@@ -4,6 +4,10 @@ Each segment is scored against its fused, visual and text embeddings; the best o
 three is the segment's score and names the modality that matched. A query about
 something said meets the transcript embedding; one about something seen meets the
 visual one; the fused vector catches queries that need both.
+
+A small lexical term adds to that: the share of the query's content words that occur
+in the segment's transcript or keywords. Dense sentence embeddings blur rare names and
+exact words ("Kowalski", "yeast"); hybrid dense + lexical ranking is the usual cure.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from typing import Optional
 import numpy as np
 
 SEARCH_COLUMNS = ["video_id", "path", "segment_index", "start_s", "end_s", "transcript", "tag_labels",
-                  "embedding", "visual_embedding", "text_embedding"]
+                  "keywords", "embedding", "visual_embedding", "text_embedding", "visual_confidence",
+                  "visual_weight", "text_weight"]
+LEXICAL_WEIGHT = 0.15
 _MODALITY_COLUMNS = {"fused": "embedding", "visual": "visual_embedding", "text": "text_embedding"}
 
 
@@ -45,7 +51,33 @@ def _matrix(col) -> tuple[np.ndarray, np.ndarray]:
     return m, present
 
 
-def rank(query_embedding: np.ndarray, segments, top: int = 10) -> list[Hit]:
+def _terms(text) -> set[str]:
+    from vidan.tags import content_words
+
+    return {_stem(w) for w in content_words(text)} if isinstance(text, str) else set()
+
+
+def _stem(word: str) -> str:
+    # plural and possessive endings only: enough for "cats" to meet "cat"
+    for end in ("'s", "es", "s"):
+        if word.endswith(end) and len(word) - len(end) >= 3:
+            return word[: -len(end)]
+    return word
+
+
+def lexical_overlap(query: str, segments) -> np.ndarray:
+    """Share of the query's content words found in each segment's transcript or keywords."""
+    q = _terms(query)
+    out = np.zeros(len(segments), np.float32)
+    if not q:
+        return out
+    for i, (text, kws) in enumerate(zip(segments["transcript"], segments["keywords"])):
+        words = _terms(text) | _terms(" ".join(kws) if kws is not None else None)
+        out[i] = len(q & words) / len(q)
+    return out
+
+
+def rank(query_embedding: np.ndarray, segments, top: int = 10, query: str = "") -> list[Hit]:
     """Rank the rows of a segments frame (with ``SEARCH_COLUMNS``) against a unit query vector."""
     if len(segments) == 0:
         return []
@@ -57,8 +89,14 @@ def rank(query_embedding: np.ndarray, segments, top: int = 10) -> list[Hit]:
         if m.shape[1]:
             s[present] = m[present] @ q
         scores.append(s)
+    # An unsure classifier's picture should claim less: scale what the frames contribute
+    # by the square root of their confidence (fused: only the visual share of it).
+    conf = np.sqrt(np.nan_to_num(segments["visual_confidence"].to_numpy(np.float32, na_value=np.nan), nan=1.0))
+    vw = np.nan_to_num(segments["visual_weight"].to_numpy(np.float32, na_value=np.nan), nan=0.0)
+    scores[0] = scores[0] * (1.0 - vw + vw * conf)
+    scores[1] = scores[1] * conf
     stacked = np.stack(scores)  # (3, N)
-    best = stacked.max(axis=0)
+    best = stacked.max(axis=0) + LEXICAL_WEIGHT * lexical_overlap(query, segments)
     which = stacked.argmax(axis=0)
     names = list(_MODALITY_COLUMNS)
     order = [i for i in np.argsort(-best, kind="stable") if np.isfinite(best[i])][:top]
@@ -68,7 +106,8 @@ def rank(query_embedding: np.ndarray, segments, top: int = 10) -> list[Hit]:
         tags = r["tag_labels"]
         hits.append(Hit(path=r["path"], video_id=r["video_id"], segment_index=int(r["segment_index"]),
                         start_s=float(r["start_s"]), end_s=float(r["end_s"]), score=float(best[i]),
-                        modality=names[which[i]], transcript=r["transcript"],
+                        modality=names[which[i]],
+                        transcript=r["transcript"] if isinstance(r["transcript"], str) else None,
                         tags=[] if tags is None else list(tags)))
     return hits
 
@@ -85,4 +124,4 @@ def search(query: str, reports: str | Path, top: int = 10, encoder=None) -> list
 
         encoder = load_text_encoder("cpu")
     q = encoder.encode([query])[0]
-    return rank(q, rep.segments, top=top)
+    return rank(q, rep.segments, top=top, query=query)

@@ -156,6 +156,12 @@ us it's i'm don't that's there's we're you're they're can't won't isn't
 _WORD = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
 
 
+def content_words(text: str) -> list[str]:
+    """Lower-cased words of 3+ letters that are not stop words, in order."""
+    words = [w.lower().strip("'-") for w in _WORD.findall(text)]
+    return [w for w in words if len(w) >= 3 and w not in _STOPWORDS]
+
+
 def keywords(text: Optional[str], k: int) -> list[Tag]:
     """Up to ``k`` content words of a transcript, scored by count then length.
 
@@ -164,8 +170,7 @@ def keywords(text: Optional[str], k: int) -> list[Tag]:
     """
     if not text:
         return []
-    words = [w.lower().strip("'-") for w in _WORD.findall(text)]
-    words = [w for w in words if len(w) >= 3 and w not in _STOPWORDS]
+    words = content_words(text)
     if not words:
         return []
     counts = Counter(words)
