@@ -48,7 +48,8 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Runs every stage in this process, one call at a time, in submission order."""
+    """Runs every stage in this process, one call at a time: finishing calls first, then
+    parts in submission order."""
 
     def __init__(self, device: str = "auto"):
         self.device = device
@@ -73,7 +74,14 @@ class LocalExecutor:
     def wait(self, timeout: float) -> list[int]:
         if not self._queue:
             return []
-        h, kind, args = self._queue.popleft()
+        # finish a video before starting the next one's parts: results reach the report
+        # (and memory is freed) as early as possible
+        item = next((x for x in self._queue if x[1] == FINISH), None)
+        if item is not None:
+            self._queue.remove(item)
+        else:
+            item = self._queue.popleft()
+        h, kind, args = item
         try:
             self._done[h] = (True, self._stages[kind](*args))
         except VidanError as e:
@@ -117,8 +125,8 @@ class _Video:
     video_id: str
     path: str
     info: MediaInfo
-    pending: int
     parts: VideoParts
+    pending: int = 0
     errors: list[VidanError] = field(default_factory=list)
     submitted: dict[str, int] = field(default_factory=dict)
     failed_kinds: dict[str, int] = field(default_factory=dict)
@@ -145,10 +153,11 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Conf
                                       for s in found.skipped])
         summary.skipped = len(found.skipped)
         summary.files = len(found.candidates)
+        bar = _Progress(summary.files, enabled=progress)
         models = executor.start(config) if found.candidates else {}
+        bar.started()
         prov = {"config_hash": config.hash(), "models": models, "run_id": run_id}
         cfg_json = config.to_json()
-        bar = _Progress(summary.files, enabled=progress)
 
         def emit(row: dict, segments: list[dict]) -> None:
             writer.write_rows("videos", [row])
@@ -168,7 +177,7 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Conf
                                error_stage=err.stage, error_message=err.message, size_bytes=cand.size_bytes,
                                provenance=prov, config_json=cfg_json), [])
                 continue
-            v = _Video(cand.video_id, cand.path, info, 0, VideoParts(info), stat=_stat(cand.path))
+            v = _Video(cand.video_id, cand.path, info, VideoParts(info), stat=_stat(cand.path))
             spans = plan_parts(info.duration_s, config.limits.part_s)
             for kind, wanted in ((VISUAL, info.has_video), (AUDIO, info.has_audio)):
                 if not wanted:
@@ -177,6 +186,7 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Conf
                     job = PartJob(cand.video_id, cand.path, info, span, i, len(spans))
                     handles[executor.submit(kind, job)] = (cand.video_id, kind)
                     v.pending += 1
+                    bar.parts_total += 1
                 v.submitted[kind] = len(spans)
             v.parts.transcribed = info.has_audio and config.asr.backend != "none"
             videos[cand.video_id] = v
@@ -194,6 +204,7 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Conf
                     del videos[video_id]
                     continue
                 v.pending -= 1
+                bar.part_done()
                 if isinstance(value, VidanError):
                     v.errors.append(value)
                     v.failed_kinds[kind] = v.failed_kinds.get(kind, 0) + 1
@@ -297,17 +308,35 @@ class _Progress:
     def __init__(self, total: int, enabled: bool):
         self._bar = None
         self.counts = {OK: 0, PARTIAL: 0, FAILED: 0}
+        # long files are many parts: counting them shows movement before a file completes
+        self.parts_total = 0
+        self.parts_done = 0
         if enabled and total:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="file", desc="analysing", dynamic_ncols=True)
+            # model loading takes a while on a cold start: say so rather than sit silent
+            self._bar = tqdm(total=total, unit="file", desc="loading models", dynamic_ncols=True)
+            self._bar.refresh()
+
+    def started(self) -> None:
+        if self._bar is not None:
+            self._bar.set_description("analysing")
 
     def update(self, status: str) -> None:
         self.counts[status] += 1
         if self._bar is not None:
-            self._bar.set_postfix(ok=self.counts[OK], partial=self.counts[PARTIAL], failed=self.counts[FAILED],
-                                  refresh=False)
+            self._postfix()
             self._bar.update(1)
+
+    def part_done(self) -> None:
+        self.parts_done += 1
+        if self._bar is not None:
+            self._postfix()
+            self._bar.refresh()
+
+    def _postfix(self) -> None:
+        self._bar.set_postfix(ok=self.counts[OK], partial=self.counts[PARTIAL], failed=self.counts[FAILED],
+                              parts=f"{self.parts_done}/{self.parts_total}", refresh=False)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -30,6 +30,9 @@ class OutputError(RuntimeError):
 
 
 ROWS_PER_FILE = 50_000
+# Rows are buffered so that a row group holds many rows, not one per video; small
+# enough that buffered segment rows (three 384-float embeddings each) stay light.
+BUFFER_ROWS = 512
 
 
 class ReportWriter:
@@ -56,10 +59,19 @@ class ReportWriter:
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._rows: dict[str, int] = {name: 0 for name in DATASETS}
         self._files: dict[str, list[str]] = {name: [] for name in DATASETS}
+        self._buffers: dict[str, list[dict[str, Any]]] = {name: [] for name in DATASETS}
 
     def write_rows(self, dataset: str, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            self.write_table(dataset, to_table(rows, DATASETS[dataset]))
+        buf = self._buffers[dataset]
+        buf.extend(rows)
+        if len(buf) >= BUFFER_ROWS:
+            self._flush(dataset)
+
+    def _flush(self, dataset: str) -> None:
+        buf = self._buffers[dataset]
+        if buf:
+            self.write_table(dataset, to_table(buf, DATASETS[dataset]))
+            buf.clear()
 
     def write_table(self, dataset: str, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -81,6 +93,8 @@ class ReportWriter:
 
     def publish(self, record: dict[str, Any]) -> Path:
         """Make the staged datasets live, then write the commit record. Returns its path."""
+        for name in DATASETS:
+            self._flush(name)
         self._close_writers()
         for name in DATASETS:
             staged, live = self.staging / name, self.out / name
