@@ -148,11 +148,13 @@ class RayExecutor:
         try:
             return ray.get(ref)
         except RayTaskError as e:
+            log.debug("%s stage failed in a worker:\n%s", kind, e)  # the remote traceback, for --debug
             cause = e.cause if getattr(e, "cause", None) is not None else e
             if isinstance(cause, VidanError):
                 raise cause from None
             raise VidanError(stage, f"{type(cause).__name__}: {cause}") from None
         except (RayActorError, WorkerCrashedError) as e:
+            log.debug("%s worker died:\n%s", kind, e)
             # The actor died (native crash, out of memory); Ray restarts it for the next file.
             raise VidanError(stage, f"worker process died: {str(e).splitlines()[0]}") from None
 
