@@ -22,3 +22,38 @@ def test_device_cpu_keeps_encoders_off_the_gpus():
     plans = plan_pools(cpus=16, gpus=2, device="cpu")
     assert all(p.num_gpus == 0 and p.device == "cpu" for p in plans.values())
     assert plans["visual"].size == 4 and plans["visual"].threads == 2
+
+
+def test_a_worker_killed_mid_call_is_replaced_and_the_work_goes_on(ray_local, tmp_path):
+    """The actor dies under a call (as on an OOM kill): Ray restarts it, the call is tried
+    again on the new actor (a bounded number of times), and later calls run normally."""
+    from vidan import synth
+    from vidan.config import Config
+    from vidan.media.probe import probe
+    from vidan.records import FramePart, Span
+    from vidan.stages import PartJob
+    from vidan.synth import Scene
+    from workers.ray_executor import RayExecutor
+
+    path = synth.write_video(tmp_path / "v.mp4", [Scene(3.0, synth.photo("coffee"))])
+    info = probe(path)
+    job = PartJob("v", str(path), info, Span(0.0, info.duration_s), 0, 1)
+    ex = RayExecutor()
+    ex.start(Config())
+
+    def run(handle):
+        done = []
+        while handle not in done:
+            done = ex.wait(timeout=60)
+        return ex.result(handle)
+
+    try:
+        h = ex.submit("visual", job)
+        (_, _, actor), = ex._inflight.values()
+        ray_local.kill(actor, no_restart=False)
+        first = run(h)
+        assert isinstance(first, FramePart) and first.frames_sampled >= 3
+        assert ray_local.get(actor.model_id.remote()).startswith("efficientnet")  # the restarted actor answers
+        assert run(ex.submit("visual", job)).frames_sampled == first.frames_sampled
+    finally:
+        ex.shutdown()

@@ -3,7 +3,8 @@
 One pool per stage. Encoder pools ask for a share of a GPU when the cluster has GPUs
 and run on CPU otherwise. Calls are queued here and handed to idle actors, so the
 object store holds only the work in flight. A crashed actor is restarted by Ray
-(``max_restarts``) but its call is not retried: the file fails alone, with the reason.
+(``max_restarts``) and the call is retried a bounded number of times
+(``MAX_TASK_RETRIES``): a file that keeps killing its worker fails alone, with the reason.
 """
 
 from __future__ import annotations
@@ -73,6 +74,12 @@ def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, t
     return True
 
 
+# A call whose actor died is tried again on the restarted actor, a bounded number of
+# times: calls that merely arrived while the actor was restarting go through, and a
+# file that kills its worker every time fails after that many tries instead of looping.
+MAX_TASK_RETRIES = 2
+
+
 class RayExecutor:
     def __init__(self, address: Optional[str] = None, *, num_cpus: Optional[int] = None, device: str = "auto",
                  temp_dir: Optional[str] = None, quiet: bool = True):
@@ -99,7 +106,7 @@ class RayExecutor:
         classes = {VISUAL: VisualActor, AUDIO: AudioActor, FINISH: FinishActor}
         for kind, plan in plans.items():
             cls = ray.remote(classes[kind]).options(
-                num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=-1, max_task_retries=0,
+                num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=-1, max_task_retries=MAX_TASK_RETRIES,
             )
             self._idle[kind] = [cls.remote(config, plan.device, plan.threads) for _ in range(plan.size)]
             self._queues[kind] = deque()
