@@ -57,3 +57,7 @@ def test_a_worker_killed_mid_call_is_replaced_and_the_work_goes_on(ray_local, tm
         assert run(ex.submit("visual", job)).frames_sampled == first.frames_sampled
     finally:
         ex.shutdown()
+
+
+def test_embedded_ray_stays_on_loopback(ray_local):
+    assert {n["NodeManagerAddress"] for n in ray_local.nodes()} == {"127.0.0.1"}

@@ -55,6 +55,20 @@ def plan_pools(cpus: float, gpus: float, device: str = "auto") -> dict[str, Pool
     }
 
 
+def _keep_ray_on_loopback() -> None:
+    """Make an embedded Ray pick 127.0.0.1 rather than the machine's public address.
+
+    Ray reads this switch once, when it is first imported, and its own processes read
+    it from the environment: set both. (Setting only node_ip_address hung here.)
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import sys
+
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        constants.ENABLE_RAY_CLUSTER = False
+
+
 def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, temp_dir: Optional[str] = None,
              quiet: bool = True) -> bool:
     """Connect to ``address`` or start an embedded Ray bound to 127.0.0.1. True if we started it."""
@@ -67,9 +81,7 @@ def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, t
     if address:
         ray.init(address=address, **kwargs)
         return True
-    # Keeps the embedded Ray on loopback: with it set, Ray picks 127.0.0.1 instead of
-    # the machine's public address (setting node_ip_address alone hung here).
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    _keep_ray_on_loopback()
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, _temp_dir=temp_dir, **kwargs)
     return True
 
