@@ -149,6 +149,7 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Conf
     summary = RunSummary(out=Path(out), run_id=run_id)
     try:
         found, probes = discover(paths)
+        found = _outside(found, Path(out))
         writer.write_rows("skipped", [{"path": _disp(s.path), "reason": s.reason, "run_id": run_id}
                                       for s in found.skipped])
         summary.skipped = len(found.skipped)
@@ -237,6 +238,21 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Conf
         raise
     finally:
         executor.shutdown()
+
+
+def _outside(found, out: Path):
+    """Drop what lies in the report folder itself: ``vidan analyze . --out reports``
+    must not analyse (or list as skipped) its own parquet files on the next run."""
+    from vidan.discover import Discovery
+
+    root = os.path.realpath(out)
+
+    def inside(p: str) -> bool:
+        real = os.path.realpath(p)
+        return real == root or real.startswith(root + os.sep)
+
+    return Discovery(candidates=[c for c in found.candidates if not inside(c.path)],
+                     skipped=[s for s in found.skipped if not inside(s.path)])
 
 
 def _stat(path: str) -> Optional[tuple[int, int]]:
