@@ -33,6 +33,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_memory.py
 	$(PY) benchmarks/bench_segments.py
+	$(PY) benchmarks/bench_search.py
 
 clean:
 	rm -rf $(VENV) $(SAMPLES) reports .pytest_cache

@@ -26,6 +26,19 @@ _MODALITY_COLUMNS = {"fused": "embedding", "visual": "visual_embedding", "text":
 
 
 @dataclass(frozen=True)
+class Ranking:
+    """How segments are scored; the defaults are what ``vidan search`` uses.
+
+    The other settings exist so that ``benchmarks/bench_search.py`` can measure each
+    ingredient against the whole.
+    """
+
+    modalities: tuple[str, ...] = ("fused", "visual", "text")
+    lexical_weight: float = LEXICAL_WEIGHT
+    confidence: bool = True
+
+
+@dataclass(frozen=True)
 class Hit:
     path: str
     video_id: str
@@ -77,7 +90,8 @@ def lexical_overlap(query: str, segments) -> np.ndarray:
     return out
 
 
-def rank(query_embedding: np.ndarray, segments, top: int = 10, query: str = "") -> list[Hit]:
+def rank(query_embedding: np.ndarray, segments, top: int = 10, query: str = "",
+         ranking: Ranking = Ranking()) -> list[Hit]:
     """Rank the rows of a segments frame (with ``SEARCH_COLUMNS``) against a unit query vector."""
     if len(segments) == 0:
         return []
@@ -86,17 +100,20 @@ def rank(query_embedding: np.ndarray, segments, top: int = 10, query: str = "") 
     for modality, column in _MODALITY_COLUMNS.items():
         m, present = _matrix(list(segments[column]))
         s = np.full(len(segments), -np.inf, np.float32)
-        if m.shape[1]:
+        if m.shape[1] and modality in ranking.modalities:
             s[present] = m[present] @ q
         scores.append(s)
     # An unsure classifier's picture should claim less: scale what the frames contribute
     # by the square root of their confidence (fused: only the visual share of it).
-    conf = np.sqrt(np.nan_to_num(segments["visual_confidence"].to_numpy(np.float32, na_value=np.nan), nan=1.0))
-    vw = np.nan_to_num(segments["visual_weight"].to_numpy(np.float32, na_value=np.nan), nan=0.0)
-    scores[0] = scores[0] * (1.0 - vw + vw * conf)
-    scores[1] = scores[1] * conf
+    if ranking.confidence:
+        conf = np.sqrt(np.nan_to_num(segments["visual_confidence"].to_numpy(np.float32, na_value=np.nan), nan=1.0))
+        vw = np.nan_to_num(segments["visual_weight"].to_numpy(np.float32, na_value=np.nan), nan=0.0)
+        scores[0] = scores[0] * (1.0 - vw + vw * conf)
+        scores[1] = scores[1] * conf
     stacked = np.stack(scores)  # (3, N)
-    best = stacked.max(axis=0) + LEXICAL_WEIGHT * lexical_overlap(query, segments)
+    best = stacked.max(axis=0)
+    if ranking.lexical_weight:
+        best = best + ranking.lexical_weight * lexical_overlap(query, segments)
     which = stacked.argmax(axis=0)
     names = list(_MODALITY_COLUMNS)
     order = [i for i in np.argsort(-best, kind="stable") if np.isfinite(best[i])][:top]
