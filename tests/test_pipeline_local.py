@@ -1,6 +1,7 @@
 """The pipeline without Ray (LocalExecutor): the isolation limits turn a runaway decoder
 into a row that says what happened, and the rest of the file still gets analysed."""
 
+import numpy as np
 import pytest
 
 import vidan
@@ -36,3 +37,24 @@ def test_time_limit_fails_the_file_with_the_reason(clip, tmp_path):
     row = vidan.load_report(tmp_path).videos.iloc[0]
     assert row.status == "failed"
     assert "timed out" in row.error_message
+
+
+def test_report_times_are_presentation_times_on_variable_frame_rate(tmp_path):
+    """Every frame time the report gives is the time that frame was shown: decode the
+    frame displayed at each reported time and read the time it carries in its pixels."""
+    import av
+
+    times = sorted({round(t, 3) for t in np.concatenate([np.arange(0, 3, 0.04), np.arange(3, 6, 0.5),
+                                                          np.arange(6, 9, 0.1), [9.37, 9.9]])})
+    src = tmp_path / "in"
+    src.mkdir()
+    path = synth.write_timecode_video(src / "vfr.mp4", times)
+    vidan.analyze(src, out=tmp_path / "out", config=Config().replace(asr={"backend": "none"}), executor="local")
+    segs = vidan.load_report(tmp_path / "out").segments
+    reported = sorted(t for ts in segs.frame_times for t in ts) + list(segs.keyframe_s)
+    assert len(reported) >= 9
+    with av.open(str(path)) as c:
+        shown = [(f.time, synth.read_timecode(f.to_ndarray(format="rgb24"))) for f in c.decode(video=0)]
+    for t in reported:
+        _, ms = max((x for x in shown if x[0] <= t + 1e-6), key=lambda x: x[0])  # the frame on screen at t
+        assert ms == round(t * 1000), (t, ms)

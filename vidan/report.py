@@ -103,6 +103,7 @@ SEGMENTS_SCHEMA = pa.schema([
     pa.field("start_reason", pa.string()),  # start | shot_cut | fade | speech_pause | length_limit | window
     pa.field("keyframe_s", pa.float64()),
     pa.field("frames_sampled", pa.int32()),
+    pa.field("frame_times", pa.list_(pa.float64())),  # presentation times of the frames the model saw
     pa.field("transcript", pa.string()),  # null when the file has no audio or no ASR ran
     pa.field("words", pa.list_(WORD)),
     pa.field("language", pa.string()),

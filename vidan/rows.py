@@ -53,6 +53,7 @@ def segment_rows(video_id: str, path: str, feats: Sequence[SegmentFeatures], mod
             "start_reason": seg.reason,
             "keyframe_s": seg.keyframe_s if f.mean_probs is not None else None,
             "frames_sampled": int(len(f.frame_times)),
+            "frame_times": [float(t) for t in f.frame_times] if f.mean_probs is not None else None,
             "transcript": f.transcript,
             "words": None if f.words is None else [
                 {"start_s": w.start_s, "end_s": w.end_s, "text": w.text.strip(), "probability": w.probability}
