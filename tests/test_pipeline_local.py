@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import vidan
+import vidan.pipeline
 from vidan import synth
 from vidan.config import Config
 from vidan.synth import Scene
@@ -58,3 +59,51 @@ def test_report_times_are_presentation_times_on_variable_frame_rate(tmp_path):
     for t in reported:
         _, ms = max((x for x in shown if x[0] <= t + 1e-6), key=lambda x: x[0])  # the frame on screen at t
         assert ms == round(t * 1000), (t, ms)
+
+
+class _Meddling(vidan.pipeline.LocalExecutor):
+    """Runs the stages for real, but does something to the file after the first call."""
+
+    def __init__(self, act):
+        super().__init__()
+        self.act = act
+        self.calls = 0
+
+    def wait(self, timeout):
+        done = super().wait(timeout)
+        self.calls += 1
+        if self.calls == 1:
+            self.act()
+        return done
+
+
+def test_a_file_that_changes_during_the_run_is_flagged(clip, tmp_path):
+    import shutil
+
+    from vidan.pipeline import run
+
+    src = tmp_path / "in"
+    shutil.copytree(clip, src)
+    video = src / "cat.mp4"
+    summary = run([src], tmp_path / "out", Config(), _Meddling(lambda: video.open("ab").write(b"\0" * 100)),
+                  progress=False)
+    row = vidan.load_report(tmp_path / "out").videos.iloc[0]
+    assert row.status == "partial" and summary.partial == 1
+    assert any("changed during the run" in n for n in row.notes)
+
+
+def test_a_file_that_disappears_during_the_run_fails_alone(clip, tmp_path):
+    import shutil
+
+    from vidan.pipeline import run
+
+    src = tmp_path / "in"
+    shutil.copytree(clip, src)
+    shutil.copy(src / "cat.mp4", src / "gone.mp4")
+    with open(src / "gone.mp4", "ab") as f:
+        f.write(b"\0")  # different content, so it is not skipped as a duplicate
+    run([src], tmp_path / "out", Config(), _Meddling(lambda: (src / "gone.mp4").unlink()), progress=False)
+    videos = vidan.load_report(tmp_path / "out").videos.set_index("path")
+    gone = videos.loc[str(src / "gone.mp4")]
+    assert gone.status == "failed" and "No such file" in gone.error_message
+    assert videos.loc[str(src / "cat.mp4")].status == "ok"
