@@ -52,3 +52,30 @@ def test_bad_choices_are_exit_2(tmp_path, args):
 def test_search_without_report_is_exit_2(tmp_path):
     p = vidan("search", "cats", "--reports", tmp_path)
     assert p.returncode == 2 and "no vidan report" in p.stderr
+
+
+def test_analyze_with_an_openai_whisper_checkpoint(tmp_path):
+    """`--asr openai-whisper --asr-model PATH` loads a local checkpoint (here a small random
+    one: no real weights install offline) and its id lands in every row."""
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
+    from vidan import load_report, synth
+    from vidan.synth import Scene
+
+    torch.manual_seed(0)
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
+                           n_vocab=51865, n_text_ctx=64, n_text_state=64, n_text_head=2, n_text_layer=1)
+    ckpt = tmp_path / "tiny-random.pt"
+    torch.save({"dims": dims.__dict__, "model_state_dict": Whisper(dims).state_dict()}, ckpt)
+    src = tmp_path / "in"
+    src.mkdir()
+    synth.write_video(src / "talk.mp4", [Scene(4.0, synth.photo("coffee"))], audio=synth.speech_clip("coffee"))
+    p = vidan("analyze", src, "--out", tmp_path / "out", "--local", "--quiet",
+                          "--asr", "openai-whisper", "--asr-model", ckpt)
+    assert p.returncode == 0, p.stderr
+    rep = load_report(tmp_path / "out")
+    assert rep.videos.status.tolist() == ["ok"]
+    assert (rep.segments.models.apply(lambda m: m["asr"]) == f"openai-whisper:{ckpt.resolve()}").all()
+    assert rep.segments.transcript.map(lambda t: isinstance(t, str)).all()  # transcribed (random text), not null
+    assert '"backend":"openai-whisper"' in rep.videos.config.iloc[0]
