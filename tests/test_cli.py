@@ -30,6 +30,16 @@ def test_bad_config_is_exit_2(tmp_path):
     assert p.returncode == 2 and "plan" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.parametrize("name, text", [("c.yaml", "segments: [unclosed\n"), ("c.toml", "segments = \n"),
+                                        ("missing.yaml", None)])
+def test_unreadable_config_is_exit_2(tmp_path, name, text):
+    cfg = tmp_path / name
+    if text is not None:
+        cfg.write_text(text)
+    p = vidan("analyze", tmp_path, "--out", tmp_path / "out", "--config", cfg)
+    assert p.returncode == 2 and name in p.stderr and "Traceback" not in p.stderr
+
+
 def test_unwritable_output_is_exit_2(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -40,6 +40,6 @@ def test_bad_config_is_a_clear_error(data, words):
 def test_yaml_is_loaded_safely(tmp_path):
     p = tmp_path / "evil.yaml"
     p.write_text("segments: !!python/object/apply:os.system ['touch pwned']\n")
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError, match="not valid YAML"):
         Config.load(p)
     assert not (tmp_path / "pwned").exists()

@@ -1,6 +1,5 @@
 """Staging and atomic publish: a reader never sees a partial or doubled report."""
 
-import os
 import subprocess
 import sys
 import textwrap

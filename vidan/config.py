@@ -148,15 +148,24 @@ class Config:
 def load_mapping(path: str | Path) -> dict[str, Any]:
     """Read a YAML (safe_load) or TOML file into a dict."""
     p = Path(path)
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {p}: {e}") from e
     if p.suffix.lower() == ".toml":
         import tomllib
 
-        data = tomllib.loads(text)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from e
     else:
         import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:  # includes the refusal of python/* tags
+            raise ConfigError(f"{p}: not valid YAML (or not plain data): {e}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):

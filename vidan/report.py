@@ -154,7 +154,6 @@ def display_path(path: str) -> str:
 
 def load_report(out: str | Path, columns: Optional[dict[str, list[str]]] = None) -> "Report":
     """Read a report folder into pandas frames: ``rep.videos``, ``rep.segments``, ``rep.skipped``."""
-    import pandas as pd
     import pyarrow.parquet as pq
 
     out = Path(out)
