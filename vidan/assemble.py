@@ -157,7 +157,7 @@ def _acoustic(parts: Sequence[AudioPart], span: Span) -> Optional[np.ndarray]:
     vals = []
     for p in parts:
         if p.acoustic is not None and len(p.acoustic) and p.span.overlap(span) > 0:
-            hop = (p.span.duration_s / len(p.acoustic))
+            hop = p.acoustic_hop_s
             a = int((max(span.start_s, p.span.start_s) - p.span.start_s) // hop)
             b = int(np.ceil((min(span.end_s, p.span.end_s) - p.span.start_s) / hop))
             vals.append(p.acoustic[a:max(b, a + 1)])

@@ -174,6 +174,7 @@ class AudioPart:
     speech: list[Span]  # voice activity, absolute times
     loudness_hop_s: float  # spacing of ``loudness_db``
     loudness_db: np.ndarray  # float32 RMS level in dBFS per hop, from span.start_s
-    acoustic: Optional[np.ndarray] = None  # float32 (M, D) per-hop acoustic features, optional
+    acoustic: Optional[np.ndarray] = None  # float32 (M, D): one acoustic embedding per acoustic_hop_s
+    acoustic_hop_s: float = 1.0
     samples_decoded_s: float = 0.0  # seconds of audio actually decoded
     notes: list[str] = field(default_factory=list)

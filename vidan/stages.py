@@ -118,7 +118,7 @@ class AudioStage:
             span=job.span, words=list(words), language=language, language_probability=lang_p,
             no_speech_prob=nsp, speech=speech, loudness_hop_s=0.1,
             loudness_db=loudness_db(audio, hop_s=0.1, rate=SAMPLE_RATE),
-            acoustic=np.stack(acoustic).astype(np.float32) if acoustic else None,
+            acoustic=np.stack(acoustic).astype(np.float32) if acoustic else None, acoustic_hop_s=ACOUSTIC_HOP_S,
             samples_decoded_s=len(audio) / SAMPLE_RATE, notes=list(notes),
         )
 
