@@ -1,0 +1,45 @@
+"""`vidan analyze --address` against a separate multi-node Ray cluster (simulated on this
+machine with ray.cluster_utils, on loopback), as a user would submit to a cluster."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from vidan import load_report, synth
+from vidan.synth import Scene
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_analyze_on_a_two_node_cluster(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    synth.write_video(src / "cat.mp4", [Scene(4.0, synth.photo("chelsea"))], audio=synth.speech_clip("cat"))
+    synth.write_video(src / "silent.mp4", [Scene(3.0, synth.photo("coffee"))])
+    out = tmp_path / "out"
+    # The cluster lives in its own process (this test process may already hold a Ray);
+    # the CLI then connects to it by address.
+    script = textwrap.dedent(f"""
+        import os, subprocess, sys
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        from ray.cluster_utils import Cluster
+        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+        cluster.add_node(num_cpus=2)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "vidan", "analyze", {str(src)!r}, "--out", {str(out)!r},
+                                   "--quiet", "--address", cluster.address], capture_output=True, text=True)
+            sys.stderr.write(proc.stderr)
+            sys.exit(proc.returncode)
+        finally:
+            cluster.shutdown()
+    """)
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = load_report(out)
+    assert sorted(rep.videos.status) == ["ok", "ok"]
+    assert rep.segments.transcript.notna().sum() >= 1
