@@ -31,6 +31,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
+	$(PY) benchmarks/bench_stages.py
 	$(PY) benchmarks/bench_memory.py
 	$(PY) benchmarks/bench_segments.py
 	$(PY) benchmarks/bench_search.py
