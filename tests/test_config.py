@@ -43,3 +43,15 @@ def test_yaml_is_loaded_safely(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         Config.load(p)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_readme_config_block_matches_the_defaults():
+    """The configuration shown in README.md is the one the code uses."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Configuration\n.*?```yaml\n(.*?)```", readme, re.S).group(1)
+    assert Config.from_dict(yaml.safe_load(block)) == Config()
