@@ -61,3 +61,38 @@ def test_a_worker_killed_mid_call_is_replaced_and_the_work_goes_on(ray_local, tm
 
 def test_embedded_ray_stays_on_loopback(ray_local):
     assert {n["NodeManagerAddress"] for n in ray_local.nodes()} == {"127.0.0.1"}
+
+
+def test_a_stuck_call_is_cut_off_and_the_pool_recovers(ray_local, tmp_path):
+    """A call that runs past the executor's limit gets its worker restarted; after the
+    bounded retries the file fails with "timed out", and the next call runs normally."""
+    import pytest
+
+    from vidan import synth
+    from vidan.config import Config
+    from vidan.media.probe import probe
+    from vidan.records import FramePart, Span, VidanError
+    from vidan.stages import PartJob
+    from vidan.synth import Scene
+    from workers.ray_executor import RayExecutor
+
+    path = synth.write_video(tmp_path / "v.mp4", [Scene(20.0, synth.photo("rocket"))], size=(640, 360))
+    info = probe(path)
+    job = PartJob("v", str(path), info, Span(0.0, info.duration_s), 0, 1)
+    ex = RayExecutor(call_timeout_s=0.3)  # far below what decoding 20 s of video takes
+    ex.start(Config())
+
+    def run(handle):
+        done = []
+        while handle not in done:
+            done = ex.wait(timeout=0.2)
+        return ex.result(handle)
+
+    try:
+        with pytest.raises(VidanError) as err:
+            run(ex.submit("visual", job))
+        assert err.value.stage == "decode" and "timed out" in err.value.message
+        ex.call_timeout_s = 300
+        assert isinstance(run(ex.submit("visual", job)), FramePart)
+    finally:
+        ex.shutdown()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -94,8 +95,12 @@ MAX_TASK_RETRIES = 2
 
 class RayExecutor:
     def __init__(self, address: Optional[str] = None, *, num_cpus: Optional[int] = None, device: str = "auto",
-                 temp_dir: Optional[str] = None, quiet: bool = True):
+                 temp_dir: Optional[str] = None, quiet: bool = True, call_timeout_s: Optional[float] = None):
         self.address = address
+        # A call still running after this long is stuck (decoders have their own, shorter
+        # limit in the isolated child; this catches a hang anywhere else): it is cancelled,
+        # not retried, and its actor is restarted.
+        self.call_timeout_s = call_timeout_s
         self.num_cpus = num_cpus
         self.device = device
         self.temp_dir = temp_dir
@@ -106,12 +111,16 @@ class RayExecutor:
         self._inflight: dict[Any, tuple[int, str, Any]] = {}  # ref -> (handle, kind, actor)
         self._done: dict[int, Any] = {}
         self._next = 0
+        self._deadline: dict[Any, float] = {}  # ref -> monotonic time when it counts as stuck
+        self._stuck: dict[int, int] = {}  # handles of calls cut off for running too long
 
     def start(self, config: Config) -> dict[str, str]:
         import ray
 
         from workers.actors import AudioActor, FinishActor, VisualActor
 
+        if self.call_timeout_s is None:
+            self.call_timeout_s = 2 * config.limits.file_timeout_s + 60
         self._started_ray = init_ray(self.address, num_cpus=self.num_cpus, temp_dir=self.temp_dir, quiet=self.quiet)
         res = ray.cluster_resources()
         plans = plan_pools(res.get("CPU", 1.0), res.get("GPU", 0.0), self.device)
@@ -141,7 +150,9 @@ class RayExecutor:
         while q and idle:
             h, args = q.popleft()
             actor = idle.pop()
-            self._inflight[actor.__call__.remote(*args)] = (h, kind, actor)
+            ref = actor.__call__.remote(*args)
+            self._inflight[ref] = (h, kind, actor)
+            self._deadline[ref] = time.monotonic() + self.call_timeout_s
 
     def wait(self, timeout: float) -> list[int]:
         import ray
@@ -151,9 +162,30 @@ class RayExecutor:
         ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=timeout)
         out = []
         for ref in ready:
+            self._deadline.pop(ref, None)
             h, kind, actor = self._inflight.pop(ref)
             self._done[h] = (ref, kind)
             self._idle[kind].append(actor)
+            self._dispatch(kind)
+            out.append(h)
+        return out + self._cut_off_stuck()
+
+    def _cut_off_stuck(self) -> list[int]:
+        """Fail the calls that ran past ``call_timeout_s``: cancel each (so Ray does not
+        retry it) and restart its actor. Returns their handles, now done."""
+        import ray
+
+        now = time.monotonic()
+        out = []
+        for ref in [r for r, d in self._deadline.items() if now > d]:
+            h, kind, actor = self._inflight.pop(ref)
+            del self._deadline[ref]
+            log.warning("%s call ran past %g s: cancelled, worker restarted", kind, self.call_timeout_s)
+            ray.cancel(ref)
+            ray.kill(actor, no_restart=False)
+            self._stuck[h] = 1
+            self._done[h] = (ref, kind)
+            self._idle[kind].append(actor)  # calls sent to it now wait for the restart
             self._dispatch(kind)
             out.append(h)
         return out
@@ -164,6 +196,9 @@ class RayExecutor:
 
         ref, kind = self._done.pop(handle)
         stage = STAGE_OF_KIND[kind]
+        if self._stuck.pop(handle, 0):
+            raise VidanError(stage, f"timed out: still running after {self.call_timeout_s:g} s; "
+                                    "the call was cancelled and its worker restarted")
         try:
             return ray.get(ref)
         except RayTaskError as e:
