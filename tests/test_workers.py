@@ -24,37 +24,43 @@ def test_device_cpu_keeps_encoders_off_the_gpus():
     assert plans["visual"].size == 4 and plans["visual"].threads == 2
 
 
+def _visual_job(tmp_path, seconds, photo, size=(320, 240)):
+    from vidan import synth
+    from vidan.media.probe import probe
+    from vidan.records import Span
+    from vidan.stages import PartJob
+    from vidan.synth import Scene
+
+    path = synth.write_video(tmp_path / "v.mp4", [Scene(seconds, synth.photo(photo))], size=size)
+    info = probe(path)
+    return PartJob("v", str(path), info, Span(0.0, info.duration_s), 0, 1)
+
+
+def _run(ex, handle, poll_s):
+    done = []
+    while handle not in done:
+        done = ex.wait(timeout=poll_s)
+    return ex.result(handle)
+
+
 def test_a_worker_killed_mid_call_is_replaced_and_the_work_goes_on(ray_local, tmp_path):
     """The actor dies under a call (as on an OOM kill): Ray restarts it, the call is tried
     again on the new actor (a bounded number of times), and later calls run normally."""
-    from vidan import synth
     from vidan.config import Config
-    from vidan.media.probe import probe
-    from vidan.records import FramePart, Span
-    from vidan.stages import PartJob
-    from vidan.synth import Scene
+    from vidan.records import FramePart
     from workers.ray_executor import RayExecutor
 
-    path = synth.write_video(tmp_path / "v.mp4", [Scene(3.0, synth.photo("coffee"))])
-    info = probe(path)
-    job = PartJob("v", str(path), info, Span(0.0, info.duration_s), 0, 1)
+    job = _visual_job(tmp_path, 3.0, "coffee")
     ex = RayExecutor()
     ex.start(Config())
-
-    def run(handle):
-        done = []
-        while handle not in done:
-            done = ex.wait(timeout=60)
-        return ex.result(handle)
-
     try:
         h = ex.submit("visual", job)
         (_, _, actor), = ex._inflight.values()
         ray_local.kill(actor, no_restart=False)
-        first = run(h)
+        first = _run(ex, h, 60)
         assert isinstance(first, FramePart) and first.frames_sampled >= 3
         assert ray_local.get(actor.model_id.remote()).startswith("efficientnet")  # the restarted actor answers
-        assert run(ex.submit("visual", job)).frames_sampled == first.frames_sampled
+        assert _run(ex, ex.submit("visual", job), 60).frames_sampled == first.frames_sampled
     finally:
         ex.shutdown()
 
@@ -64,35 +70,22 @@ def test_embedded_ray_stays_on_loopback(ray_local):
 
 
 def test_a_stuck_call_is_cut_off_and_the_pool_recovers(ray_local, tmp_path):
-    """A call that runs past the executor's limit gets its worker restarted; after the
-    bounded retries the file fails with "timed out", and the next call runs normally."""
+    """A call that runs past the executor's deadline is cancelled and its worker restarted;
+    the file fails with "timed out", and the next call runs normally."""
     import pytest
 
-    from vidan import synth
     from vidan.config import Config
-    from vidan.media.probe import probe
-    from vidan.records import FramePart, Span, VidanError
-    from vidan.stages import PartJob
-    from vidan.synth import Scene
+    from vidan.records import FramePart, VidanError
     from workers.ray_executor import RayExecutor
 
-    path = synth.write_video(tmp_path / "v.mp4", [Scene(20.0, synth.photo("rocket"))], size=(640, 360))
-    info = probe(path)
-    job = PartJob("v", str(path), info, Span(0.0, info.duration_s), 0, 1)
+    job = _visual_job(tmp_path, 20.0, "rocket", size=(640, 360))
     ex = RayExecutor(call_timeout_s=0.3)  # far below what decoding 20 s of video takes
     ex.start(Config())
-
-    def run(handle):
-        done = []
-        while handle not in done:
-            done = ex.wait(timeout=0.2)
-        return ex.result(handle)
-
     try:
         with pytest.raises(VidanError) as err:
-            run(ex.submit("visual", job))
+            _run(ex, ex.submit("visual", job), 0.2)
         assert err.value.stage == "decode" and "timed out" in err.value.message
         ex.call_timeout_s = 300
-        assert isinstance(run(ex.submit("visual", job)), FramePart)
+        assert isinstance(_run(ex, ex.submit("visual", job), 0.2), FramePart)
     finally:
         ex.shutdown()
