@@ -22,10 +22,7 @@ STAGE_DISCOVER = "discover"
 STAGE_PROBE = "probe"
 STAGE_DECODE = "decode"
 STAGE_AUDIO = "audio"
-STAGE_ASR = "asr"
-STAGE_ENCODE = "encode"
 STAGE_FUSE = "fuse"
-STAGE_WRITE = "write"
 
 
 class VidanError(Exception):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -244,6 +244,3 @@ def lavfi(path: Union[str, Path], source: str, duration_s: float, *extra: str) -
     """``ffmpeg -f lavfi -i SOURCE -t DURATION [extra] PATH`` for quick synthetic inputs."""
     run_ffmpeg(["-f", "lavfi", "-i", source, "-t", f"{duration_s}", *extra, str(path)])
     return Path(path)
-
-
-ImageSource = Callable[[float], np.ndarray]
