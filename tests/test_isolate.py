@@ -16,9 +16,10 @@ from vidan.records import STAGE_DECODE, STAGE_PROBE, MediaError, MediaInfo
 T = "isolate_targets:"  # tests/isolate_targets.py; the child sees the parent's sys.path
 
 
-def _fails(target: str, **kw) -> MediaError:
+def _fails(target: str, match: str, **kw) -> MediaError:
+    """Run ``target`` isolated; it must fail with a message that ``match`` finds (re.search)."""
     kwargs = kw.pop("kwargs", {})
-    with pytest.raises(MediaError) as err:
+    with pytest.raises(MediaError, match=match) as err:
         run_isolated(T + target, kwargs, stage=STAGE_DECODE, **{"timeout_s": 20.0, **kw})
     return err.value
 
@@ -34,26 +35,26 @@ def test_large_array_comes_back_intact():
 
 
 def test_segfault_is_a_media_error_with_stderr():
-    err = _fails("crash")
+    err = _fails("crash", r"decoder process crashed \(SIGSEGV\)")
     assert err.stage == STAGE_DECODE
     assert err.message.startswith("decoder process crashed (SIGSEGV)")
     assert "about to dereference NULL" in err.message  # the child's last words
 
 
 def test_abort_is_a_media_error():
-    assert _fails("abort").message.startswith("decoder process crashed (SIGABRT)")
+    assert _fails("abort", "SIGABRT").message.startswith("decoder process crashed (SIGABRT)")
 
 
 def test_hang_is_cut_at_the_time_limit():
     t0 = time.monotonic()
-    err = _fails("hang", timeout_s=2.0)
+    err = _fails("hang", "timed out", timeout_s=2.0)
     assert time.monotonic() - t0 < 3.5
     assert err.message == "timed out after 2 s"
 
 
 def test_timeout_kills_the_whole_process_group(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
-    err = _fails("hang_with_grandchild", kwargs={"pid_file": str(pid_file)}, timeout_s=3.0)
+    err = _fails("hang_with_grandchild", "timed out", kwargs={"pid_file": str(pid_file)}, timeout_s=3.0)
     assert err.message == "timed out after 3 s"
     pid = int(pid_file.read_text())
     gone = False
@@ -74,29 +75,29 @@ def test_timeout_kills_the_whole_process_group(tmp_path):
 
 def test_memory_limit():
     t0 = time.monotonic()
-    err = _fails("eat_memory", kwargs={"total_mb": 8192}, memory_mb=512)
+    err = _fails("eat_memory", "memory limit", kwargs={"total_mb": 8192}, memory_mb=512)
     assert err.message.startswith("exceeded memory limit of 512 MiB")
     assert time.monotonic() - t0 < 15
 
 
 def test_media_error_keeps_stage_and_message():
-    err = _fails("raise_media_error")
+    err = _fails("raise_media_error", "moov atom")
     assert (err.stage, err.message) == (STAGE_DECODE, "moov atom not found")
 
 
 def test_other_exception_names_its_type():
-    err = _fails("raise_value_error", kwargs={"text": "bad frame size"})
+    err = _fails("raise_value_error", "bad frame size", kwargs={"text": "bad frame size"})
     assert err.stage == STAGE_DECODE and err.message.startswith("ValueError: bad frame size")
 
 
 def test_unpicklable_result_and_bad_exit_are_explained():
-    assert "could not send the result back" in _fails("unpicklable").message
-    assert _fails("exit_hard", kwargs={"code": 3}).message.startswith("decoder process exited with code 3")
-    assert _fails("no_such_function").message.startswith("AttributeError: module 'isolate_targets' has no attribute")
+    assert "could not send the result back" in _fails("unpicklable", "could not send").message
+    assert _fails("exit_hard", "decoder process exited with code 3", kwargs={"code": 3})
+    assert _fails("no_such_function", "AttributeError: module 'isolate_targets' has no attribute")
 
 
 def test_malformed_target_is_a_programming_error():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="package.module:function"):
         run_isolated("no_colon", {}, stage=STAGE_DECODE, timeout_s=5)
 
 
@@ -106,7 +107,7 @@ def test_no_temporary_files_are_left(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "tempdir", None)
     run_isolated(T + "echo", {"x": 1}, stage=STAGE_DECODE, timeout_s=20)
-    _fails("crash")
+    _fails("crash", "SIGSEGV")
     probe_isolated(["/x/ok", "/x/crash"], target=T + "flaky_probe", timeout_s=10)
     assert os.listdir(tmp_path) == []
 
@@ -153,9 +154,11 @@ def test_real_probe_in_batch(tmp_path):
     good, bad, missing = probe_isolated([str(video), str(text), str(tmp_path / "gone.mp4")])
     assert isinstance(good, MediaInfo) and good.has_video
     assert isinstance(bad, MediaError) and bad.stage == STAGE_PROBE
-    assert isinstance(missing, MediaError) and bad.message
+    assert bad.message.startswith("not a media file: Invalid data found"), bad.message
+    assert isinstance(missing, MediaError) and missing.stage == STAGE_PROBE
+    assert missing.message == "cannot read file: No such file or directory", missing.message
 
 
 def test_import_that_needs_more_address_space_names_the_limit():
-    err = _fails("import_torch", memory_mb=1024)
+    err = _fails("import_torch", "memory limit", memory_mb=1024)
     assert err.message.startswith("exceeded memory limit of 1024 MiB (ImportError:")

@@ -84,9 +84,11 @@ def test_every_plan_tiles_the_video(data, duration, plan):
     assert_tiles(segs, duration)
     # Deterministic, and independent of the order cuts arrive in.
     assert plan_segments(duration, cfg, list(reversed(cuts)), words, frames) == segs
-    # Every word belongs to exactly one segment, whatever the plan.
+    # Every word's midpoint lies in exactly one half-open segment, whatever the plan:
+    # counted here from the segment edges alone, not with the code's own words_in.
     for w in words:
-        assert sum(1 for s in segs if w in words_in(s, words)) == 1
+        mid = (w.start_s + w.end_s) / 2
+        assert sum(1 for s in segs if s.start_s <= mid < s.end_s) == 1, (w, [(s.start_s, s.end_s) for s in segs])
 
 
 @settings(max_examples=200, deadline=None)
@@ -186,12 +188,12 @@ def test_video_shorter_than_min_s_is_one_segment(plan):
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, math.inf])
 def test_bad_duration_is_an_error(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="duration_s must be a positive finite number"):
         plan_segments(bad, SegmentConfig())
 
 
 def test_bad_config_is_an_error():
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="scenes"):
         plan_segments(10.0, SegmentConfig(plan="scenes"))
 
 
@@ -223,9 +225,32 @@ def test_keyframe_is_the_frame_nearest_the_middle_inside_the_segment():
 
 def test_words_in_assigns_by_midpoint():
     segs = [Segment(0, 0.0, 2.0, "start"), Segment(1, 2.0, 4.0, "shot_cut")]
-    words = [Word(1.5, 2.1, "a"), Word(1.9, 2.9, "b")]
-    assert words_in(segs[0], words) == [words[0]]
-    assert words_in(segs[1], words) == [words[1]]
+    # midpoints 1.8, 2.4, 2.0 (exactly on the boundary: the later segment), 3.9, 4.0 (at the
+    # very end: no segment), 0.0 (at the very start: the first)
+    words = [Word(1.5, 2.1, "a"), Word(1.9, 2.9, "b"), Word(1.6, 2.4, "edge"), Word(3.8, 4.0, "late"),
+             Word(3.9, 4.1, "past"), Word(0.0, 0.0, "zero")]
+    assert [w.text for w in words_in(segs[0], words)] == ["a", "zero"]
+    assert [w.text for w in words_in(segs[1], words)] == ["b", "edge", "late"]
+    # a span to infinity picks up what ASR placed at or past the end
+    assert [w.text for w in words_in(Span(2.0, math.inf), words)] == ["b", "edge", "late", "past"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), duration=st.floats(min_value=0.5, max_value=100.0))
+def test_words_in_matches_a_brute_force_midpoint_rule(data, duration):
+    """words_in against an independent oracle: each word goes to the segment holding its
+    midpoint, searched segment by segment, with words in their input order."""
+    segs = plan_segments(duration, SegmentConfig(plan="fixed", window_s=data.draw(st.floats(0.3, 20.0))))
+    words = data.draw(word_lists(duration))
+    owner = {}
+    for w in words:
+        mid = (w.start_s + w.end_s) / 2
+        for s in segs:
+            if s.start_s <= mid and mid < s.end_s:
+                owner[w.text] = s.index
+                break
+    for s in segs:
+        assert [w.text for w in words_in(s, words)] == [w.text for w in words if owner.get(w.text) == s.index]
 
 
 def test_boundary_cuts_word_counts_split_words():
@@ -251,5 +276,7 @@ def test_plan_parts_examples():
     assert plan_parts(1250.0, 600.0) == [Span(0.0, 600.0), Span(600.0, 1250.0)]
     assert plan_parts(1400.0, 600.0) == [Span(0.0, 600.0), Span(600.0, 1200.0), Span(1200.0, 1400.0)]
     assert plan_parts(100.0, 600.0) == [Span(0.0, 100.0)]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="duration_s must be a positive finite number"):
         plan_parts(0.0, 600.0)
+    with pytest.raises(ValueError, match="part_s must be a positive finite number"):
+        plan_parts(10.0, 0.0)
