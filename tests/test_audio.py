@@ -137,7 +137,7 @@ def test_requesting_a_video_stream_is_refused(two_tracks):
 
 def test_file_without_audio_is_refused(tmp_path):
     path = synth.write_video(tmp_path / "mute.mp4", [synth.Scene(1.0, (0, 0, 200))])
-    with pytest.raises(MediaError) as err:
+    with pytest.raises(MediaError, match="no audio stream") as err:
         extract_audio(path, _info(path))
     assert err.value.stage == STAGE_AUDIO and err.value.message == "no audio stream"
 
@@ -146,7 +146,7 @@ def test_corrupt_file_carries_ffmpegs_own_words(tmp_path, speech_video):
     info = _info(speech_video)
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(os.urandom(50_000))
-    with pytest.raises(MediaError) as err:
+    with pytest.raises(MediaError, match="Invalid data found") as err:
         extract_audio(garbage, info)
     assert err.value.stage == STAGE_AUDIO
     assert "Invalid data found when processing input" in err.value.message

@@ -69,9 +69,11 @@ def test_default_taxonomy_loads_and_user_taxonomy_in_yaml_and_toml(tmp_path):
     assert load_taxonomy(toml).labels == ["dogs"]
 
 
-@pytest.mark.parametrize("text", ["classes: []\n", "classes:\n  - label: a\n  - label: a\n", "classes:\n  - prompts: [x]\n"])
-def test_bad_taxonomy_is_a_clear_error(tmp_path, text):
+@pytest.mark.parametrize("text, why", [("classes: []\n", "non-empty 'classes' list"),
+                                       ("classes:\n  - label: a\n  - label: a\n", "duplicate class label 'a'"),
+                                       ("classes:\n  - prompts: [x]\n", r"classes\[0\] needs a 'label'")])
+def test_bad_taxonomy_is_a_clear_error(tmp_path, text, why):
     p = tmp_path / "t.yaml"
     p.write_text(text)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=why):
         load_taxonomy(p)

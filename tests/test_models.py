@@ -62,7 +62,7 @@ def test_classifier_batches_of_any_size_give_probabilities(classifier):
 def test_classifier_rejects_non_rgb_input(classifier):
     with pytest.raises(ValueError, match="uint8"):
         classifier.probs(np.zeros((1, 224, 224, 3), np.float32))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"\(H, W, 3\), got uint8 \(1, 224, 224\)"):
         classifier.probs(np.zeros((1, 224, 224), np.uint8))
 
 
@@ -82,7 +82,7 @@ def test_classifier_loads_users_own_weights(classifier, tmp_path):
     torch.save({"not": torch.zeros(3)}, bad)
     with pytest.raises(ValueError, match="does not hold"):
         load_classifier("cpu", weights_path=str(bad))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="weights not found: .*missing.pth"):
         load_classifier("cpu", weights_path=str(tmp_path / "missing.pth"))
 
 
@@ -132,7 +132,7 @@ def test_text_encoder_puts_paraphrases_together(text_encoder):
 
 def test_text_encoder_edge_cases(text_encoder):
     assert text_encoder.encode([]).shape == (0, 384)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="not one string"):
         text_encoder.encode("one string")
     # batching does not change results
     texts = [f"sentence number {i} about cats" for i in range(5)]
@@ -149,7 +149,7 @@ def test_text_encoder_accepts_a_local_model_folder(tmp_path):
     enc = load_text_encoder("cpu", path=str(folder))
     assert enc.model_id == f"sentence-transformers:{folder.resolve()}"
     assert enc.encode(["hello"]).shape == (1, 384)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="model folder not found: .*nothing-here"):
         load_text_encoder("cpu", path=str(tmp_path / "nothing-here"))
 
 
@@ -252,7 +252,7 @@ def test_pick_device(caplog):
         with caplog.at_level(logging.WARNING):
             assert pick_device("cuda") == "cpu"
         assert "CUDA" in caplog.text
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not 'tpu'"):
         pick_device("tpu")
     before = torch.get_num_threads()
     set_threads(1)

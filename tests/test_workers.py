@@ -82,7 +82,7 @@ def test_a_stuck_call_is_cut_off_and_the_pool_recovers(ray_local, tmp_path):
     ex = RayExecutor(call_timeout_s=0.3)  # far below what decoding 20 s of video takes
     ex.start(Config())
     try:
-        with pytest.raises(VidanError) as err:
+        with pytest.raises(VidanError, match="timed out") as err:
             _run(ex, ex.submit("visual", job), 0.2)
         assert err.value.stage == "decode" and "timed out" in err.value.message
         ex.call_timeout_s = 300
