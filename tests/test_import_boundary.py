@@ -8,7 +8,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = {"ray", "torch", "torchvision", "av", "decord", "ffmpeg", "whisper", "faster_whisper", "sentence_transformers",
          "cv2", "scenedetect", "efficientnet_lite_pytorch"}
 PURE = ["records.py", "config.py", "fusion.py", "tags.py", "segments.py", "assemble.py", "rows.py", "report.py",
-        "store.py", "wer.py"]
+        "wer.py", "incremental.py", "retag.py", "store/manifest.py", "store/commit.py", "store/keys.py",
+        "store/lock.py", "store/storage.py"]
 
 
 def imports(path: Path) -> set[str]:

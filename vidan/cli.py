@@ -41,8 +41,26 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--local", action="store_true", help="run every stage in this process, without Ray")
     a.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where models run")
     a.add_argument("--num-cpus", type=int, metavar="N", help="CPUs for the embedded Ray")
+    a.add_argument("--retry-failed", action="store_true", help="analyse files that failed in earlier runs again")
+    a.add_argument("--reprocess", action="store_true", help="analyse every file again, even unchanged ones")
+    a.add_argument("--wait", action="store_true", help="wait for another run writing the same report to finish")
     a.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     a.add_argument("--debug", action="store_true", help="show tracebacks and worker logs")
+
+    t = sub.add_parser("tag", help="recompute classification tags from stored embeddings (no decoding)",
+                       description="Re-tag every segment of a report with a taxonomy, from the embeddings the "
+                                   "report stores; commits the new tags in one step. No video is opened.")
+    t.add_argument("--reports", "-r", required=True, metavar="DIR", help="a report folder written by analyze")
+    t.add_argument("--taxonomy", metavar="FILE", help="a YAML or TOML taxonomy (default: the bundled one)")
+    t.add_argument("--config", metavar="FILE", help="a config file (its tags section: threshold, top_k)")
+    t.add_argument("--wait", action="store_true", help="wait for a run writing the same report to finish")
+    t.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    r = sub.add_parser("runs", help="list the runs that wrote a report",
+                       description="The history of a report: one line per run, newest last.")
+    r.add_argument("--reports", "-r", required=True, metavar="DIR", help="a report folder written by analyze")
+    r.add_argument("--json", action="store_true", help="one JSON object per line")
+    r.add_argument("--debug", action="store_true", help="show tracebacks")
 
     s = sub.add_parser("search", help="find the segments that match a text query")
     s.add_argument("query", help="what to look for, in plain words")
@@ -85,22 +103,22 @@ def _analyze(args) -> int:
         raise _Usage(f"no such file or folder: {', '.join(missing)}")
     summary = analyze(args.paths, args.out, cfg, address=args.address, executor="local" if args.local else "ray",
                       device=args.device, num_cpus=args.num_cpus, progress=not args.quiet,
-                      quiet_workers=not args.debug)
+                      quiet_workers=not args.debug, retry_failed=args.retry_failed, reprocess=args.reprocess,
+                      wait=args.wait)
     if not args.quiet:
-        print(f"{summary.files} file(s): {summary.ok} ok, {summary.partial} partial, {summary.failed} failed; "
-              f"{summary.skipped} skipped; {summary.segments} segments in {summary.seconds:.1f} s", file=sys.stderr)
+        print(summary.line(), file=sys.stderr)
         print(f"report: {summary.out}", file=sys.stderr)
         if summary.failed or summary.partial:
-            _print_problems(summary.out)
+            _print_problems(summary.out, summary.run_id)
     return summary.exit_code
 
 
-def _print_problems(out) -> None:
+def _print_problems(out, run_id: str) -> None:
     from vidan.report import load_report
 
-    v = load_report(out, columns={"videos": ["path", "status", "error_stage", "error_message"],
+    v = load_report(out, columns={"videos": ["path", "status", "error_stage", "error_message", "run_id"],
                                   "segments": ["video_id"], "skipped": ["path"]}).videos
-    for r in v[v.status != "ok"].itertuples():
+    for r in v[(v.status != "ok") & (v.run_id == run_id)].itertuples():
         msg = r.error_message.splitlines()[0] if isinstance(r.error_message, str) and r.error_message else ""
         stage = r.error_stage if isinstance(r.error_stage, str) else ""
         print(f"  {r.status:8} {r.path}: {stage} {msg}".rstrip(), file=sys.stderr)
@@ -118,6 +136,33 @@ def _search(args) -> int:
         else:
             said = f'  "{h.transcript[:70]}"' if h.transcript else ""
             print(f"{h.score:.3f}  {h.path}  {h.start_s:7.2f}-{h.end_s:7.2f}s  [{h.modality}]{said}")
+    return EXIT_OK
+
+
+def _tag(args) -> int:
+    from vidan.api import tag
+    from vidan.config import Config
+
+    cfg = Config.load(args.config) if args.config else Config()
+    n = tag(args.reports, args.taxonomy, cfg, wait=args.wait)
+    print(f"re-tagged {n} video(s) in {args.reports}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _runs(args) -> int:
+    from vidan.report import read_runs
+
+    for r in read_runs(args.reports):
+        if args.json:
+            print(json.dumps(r, sort_keys=True, default=str))
+            continue
+        c = r.get("counts", {})
+        what = (f"re-tagged {c.get('retagged', 0)}" if r.get("kind") == "tag" else
+                f"{c.get('new', 0)} new, {c.get('changed', 0)} changed, {c.get('unchanged', 0)} unchanged, "
+                f"{c.get('ok', 0)} ok, {c.get('partial', 0)} partial, {c.get('failed', 0)} failed, "
+                f"{c.get('superseded', 0)} superseded")
+        print(f"{r.get('run_id')}  {r.get('status', '?'):9} {r.get('started_at', '')}  {r.get('host', '')}  "
+              f"v{r.get('version', '?')}  {what}  key {r.get('analysis_key') or '-'}/{r.get('tag_key') or '-'}")
     return EXIT_OK
 
 
@@ -141,15 +186,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from vidan.config import ConfigError
     from vidan.store import OutputError
 
+    commands = {"analyze": _analyze, "search": _search, "tag": _tag, "runs": _runs}
     try:
-        return _analyze(args) if args.command == "analyze" else _search(args)
+        return commands[args.command](args)
     except (ConfigError, OutputError, _Usage, FileNotFoundError, ValueError) as e:
         if debug:
             raise
         print(f"vidan: error: {e}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     except KeyboardInterrupt:
-        print("vidan: interrupted; nothing was published", file=sys.stderr)
+        print("vidan: interrupted; batches committed so far are kept, the rest is not", file=sys.stderr)
         return 130
 
 

@@ -98,6 +98,18 @@ class LimitConfig:
 
 
 @dataclass(frozen=True)
+class CommitConfig:
+    """How often a run commits to the report: a killed run loses at most one batch."""
+
+    videos: int = 8  # commit after this many finished videos...
+    seconds: float = 60.0  # ...or this long after the previous commit, whichever comes first
+
+    def validate(self) -> None:
+        if self.videos < 1 or self.seconds <= 0:
+            raise ConfigError("commit: videos must be at least 1 and seconds positive")
+
+
+@dataclass(frozen=True)
 class Config:
     segments: SegmentConfig = field(default_factory=SegmentConfig)
     frames: FrameConfig = field(default_factory=FrameConfig)
@@ -106,6 +118,7 @@ class Config:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     tags: TagConfig = field(default_factory=TagConfig)
     limits: LimitConfig = field(default_factory=LimitConfig)
+    commit: CommitConfig = field(default_factory=CommitConfig)
 
     def validate(self) -> "Config":
         for f in fields(self):
@@ -121,9 +134,13 @@ class Config:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     def hash(self) -> str:
-        """Hash of everything that changes results. Limits only bound resources."""
+        """Hash of everything that changes results: all but the resource bounds.
+
+        Part length stays in: where parts split changes words and shots at the seams.
+        """
         d = self.to_dict()
-        d.pop("limits")
+        d["limits"] = {"part_s": d["limits"]["part_s"]}
+        d.pop("commit")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -14,6 +14,9 @@ Rules, in the order they apply:
 * The same file reached twice (symlink, hard link) or the same bytes under two names
   (same ``video_id``) is analysed once: the first in walk order; the others are skipped
   as ``duplicate of <first path>``.
+* A folder holding a vidan report (its ``_vidan`` marker) is skipped as ``vidan report``:
+  ``vidan analyze . --out reports`` must not analyse its own output. Nothing else under
+  ``--out`` is left out.
 * What is media is decided by content. A file with a media extension, or named directly
   by the user, always becomes a candidate (a probe failure gives it a failed row). A file without one becomes a
   candidate only when probing finds an audio or video stream; plain text files without
@@ -46,10 +49,11 @@ MEDIA_EXTENSIONS: frozenset[str] = frozenset({
     ".au", ".snd", ".w64", ".tta", ".mpc", ".weba",
 })
 
-_CHUNK = 1 << 20  # bytes hashed at the start, middle and end of a file
 _TEXT_SNIFF = 8192
 
 ProbeMany = Callable[[list[str]], list[Union[MediaInfo, MediaError]]]
+# (path, size, mtime_ns, inode) -> the video id a report already holds for that file.
+Known = Callable[[str, int, int, int], Optional[str]]
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,13 @@ class Candidate:
     """A file to analyse; it gets exactly one row in the ``videos`` report."""
 
     path: str  # absolute, as given or walked (symlinks not resolved); non-UTF-8 bytes kept as surrogates
-    video_id: str  # 16 hex chars of blake2b over size and first/middle/last MiB: same bytes, same id
+    video_id: str  # 32 hex chars of blake2b over the whole content: same bytes, same id
     size_bytes: int
     error: Optional[str] = None  # set when the file must get a failed row without probing
+    # stat when walked: with path and size, lets the next run trust video_id without reading
+    mtime_ns: Optional[int] = field(default=None, compare=False)
+    inode: Optional[int] = field(default=None, compare=False)
+    known: bool = field(default=False, compare=False)  # id taken from the report, file not read
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,8 @@ class _File:
     path: str
     size: int
     given: bool  # named by the user rather than found in a folder
+    mtime_ns: int = 0
+    inode: int = 0
 
 
 def walk(paths: Sequence[Union[str, bytes, os.PathLike]]) -> tuple[list[str], list[Skipped]]:
@@ -107,7 +117,8 @@ def _walk(paths: Sequence[Union[str, bytes, os.PathLike]]) -> tuple[list[_File],
                 skipped.append(_again(entry_path, seen_files[key]))
                 continue
             seen_files[key] = entry_path
-            files.append(_File(entry_path, st.st_size, given=entry_path == path))
+            files.append(_File(entry_path, st.st_size, given=entry_path == path, mtime_ns=st.st_mtime_ns,
+                               inode=st.st_ino))
     return files, skipped
 
 
@@ -135,6 +146,9 @@ def _visit(path: str, seen_dirs: dict, ancestors: tuple, hidden_ok: bool
         yield _again(path, seen_dirs[key])
         return
     seen_dirs[key] = path
+    if is_report_folder(path):
+        yield Skipped(path, "vidan report")
+        return
     try:
         with os.scandir(path) as it:
             names = sorted(entry.name for entry in it)
@@ -143,6 +157,17 @@ def _visit(path: str, seen_dirs: dict, ancestors: tuple, hidden_ok: bool
         return
     for name in names:
         yield from _visit(os.path.join(path, name), seen_dirs, ancestors + (key,), hidden_ok=False)
+
+
+def is_report_folder(path: str) -> bool:
+    """A folder vidan made for a report (its marker file says so)."""
+    from vidan.store.manifest import MARKER
+
+    try:
+        with open(os.path.join(path, MARKER), "rb") as f:
+            return b'"vidan-report"' in f.read(4096)
+    except OSError:
+        return False
 
 
 def _again(path: str, first: str) -> Skipped:
@@ -192,22 +217,23 @@ def _read_at(fd: int, offset: int, n: int) -> bytes:
     return b"".join(parts)
 
 
-def content_id(path: str) -> tuple[str, int, bytes]:
-    """(video_id, size, first bytes) of a file; raises OSError when it cannot be read."""
+def content_id(path: str, skip_text: bool = False) -> tuple[Optional[str], int, bytes]:
+    """(video_id, size, first bytes) of a file; raises OSError when it cannot be read.
+
+    With ``skip_text``, a plain text file is not hashed (its id is None): folders of
+    documents stay fast.
+    """
+    from vidan.store.keys import content_hash
+
     fd = _open(path)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(f"not a regular file ({_kind(st.st_mode)})")
-        size = st.st_size
-        h = hashlib.blake2b(digest_size=8)
-        h.update(f"{size}\0".encode())
-        head = _read_at(fd, 0, _CHUNK)
-        h.update(head)
-        if size > _CHUNK:
-            h.update(_read_at(fd, max(_CHUNK, size // 2 - _CHUNK // 2), _CHUNK))
-            h.update(_read_at(fd, max(_CHUNK, size - _CHUNK), _CHUNK))
-        return h.hexdigest(), size, head[:_TEXT_SNIFF]
+        head = _read_at(fd, 0, _TEXT_SNIFF)
+        if skip_text and is_plain_text(head):
+            return None, st.st_size, head
+        return content_hash(path, fd), st.st_size, head
     finally:
         os.close(fd)
 
@@ -235,35 +261,47 @@ def has_media_extension(path: str) -> bool:
 # --- discovery ---------------------------------------------------------------------
 
 
-def discover(paths: Sequence[Union[str, bytes, os.PathLike]], *, probe_many: ProbeMany = probe_isolated
-             ) -> tuple[Discovery, dict[str, Union[MediaInfo, MediaError]]]:
+def discover(paths: Sequence[Union[str, bytes, os.PathLike]], *, probe_many: ProbeMany = probe_isolated,
+             known: Optional[Known] = None) -> tuple[Discovery, dict[str, Union[MediaInfo, MediaError]]]:
     """Candidates and skipped files under ``paths``, plus the probe result of each probed candidate.
 
     ``probe_many`` probes a list of paths and returns one ``MediaInfo`` or ``MediaError``
-    per path, in order (by default in one isolated child process).
+    per path, in order (by default in one isolated child process). ``known`` gives the
+    id a report already holds for an unchanged file: such files are neither read nor
+    probed (their candidates have ``known=True`` and no probe result).
     """
     files, skipped = _walk(paths)
     by_id: dict[str, str] = {}
-    # (path, video_id, size, always a candidate); probed after the cheap checks
-    to_probe: list[tuple[str, str, int, bool]] = []
-    slots: list[Union[Candidate, tuple[str, str, int, bool]]] = []  # walk order
+    # (path, video_id, size, always a candidate, mtime_ns, inode); probed after the cheap checks
+    to_probe: list[tuple] = []
+    slots: list[Union[Candidate, tuple]] = []  # walk order
     for f in files:
         # a file the user named is analysed whatever its name: its row says what went wrong
         always = f.given or has_media_extension(f.path)
+        cached = known(f.path, f.size, f.mtime_ns, f.inode) if known is not None else None
+        if cached is not None:
+            if cached in by_id:
+                skipped.append(Skipped(f.path, f"duplicate of {by_id[cached]}"))
+            else:
+                by_id[cached] = f.path
+                slots.append(Candidate(f.path, cached, f.size, mtime_ns=f.mtime_ns, inode=f.inode, known=True))
+            continue
         try:
-            video_id, size, head = content_id(f.path)
+            video_id, size, head = content_id(f.path, skip_text=not always)
         except OSError as e:
             reason = _errno_text(e)
             if isinstance(e, FileNotFoundError):
                 reason += " (the file disappeared during discovery)"
             if always:
-                slots.append(Candidate(f.path, _path_id(f.path), f.size, error=reason))
+                slots.append(Candidate(f.path, _path_id(f.path), f.size, error=reason, mtime_ns=f.mtime_ns,
+                                       inode=f.inode))
             else:
                 skipped.append(Skipped(f.path, f"unreadable: {reason}"))
             continue
         if size == 0:
             if always:
-                slots.append(Candidate(f.path, _path_id(f.path), 0, error="empty file (0 bytes)"))
+                slots.append(Candidate(f.path, _path_id(f.path), 0, error="empty file (0 bytes)", mtime_ns=f.mtime_ns,
+                                       inode=f.inode))
             else:
                 skipped.append(Skipped(f.path, "not a video: empty file (0 bytes)"))
             continue
@@ -274,7 +312,7 @@ def discover(paths: Sequence[Union[str, bytes, os.PathLike]], *, probe_many: Pro
             skipped.append(Skipped(f.path, f"duplicate of {by_id[video_id]}"))
             continue
         by_id[video_id] = f.path
-        job = (f.path, video_id, size, always)
+        job = (f.path, video_id, size, always, f.mtime_ns, f.inode)
         to_probe.append(job)
         slots.append(job)
 
@@ -285,10 +323,10 @@ def discover(paths: Sequence[Union[str, bytes, os.PathLike]], *, probe_many: Pro
         if isinstance(slot, Candidate):
             discovery.candidates.append(slot)
             continue
-        path, video_id, size, always = slot
+        path, video_id, size, always, mtime_ns, inode = slot
         result = results[path]
         if always or _is_media(result):
-            discovery.candidates.append(Candidate(path, video_id, size))
+            discovery.candidates.append(Candidate(path, video_id, size, mtime_ns=mtime_ns, inode=inode))
             probes[path] = result
         else:
             why = result.message if isinstance(result, MediaError) else "no audio or video stream"

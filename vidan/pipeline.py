@@ -1,8 +1,14 @@
-"""The driver: discover -> probe -> parts -> visual/audio stages -> finish -> commit.
+"""The driver: plan -> schedule -> collect -> commit.
 
-The driver owns the loop and the report; *where* each stage runs is the executor's
-business. ``LocalExecutor`` runs stages in this process (tests, debugging); the Ray
-executor in ``workers/`` runs them on actor pools. Both satisfy ``Executor``.
+* plan: open the report, discover the inputs, and decide against what the report holds
+  what this run must do (``vidan.incremental``): usually only new or changed files.
+* schedule: each video's parts go to the visual and audio stages, then to finish.
+* collect: part results come back in any order; a video whose parts are all in is
+  finished into rows.
+* commit: rows are committed in batches as the run goes (``vidan.store``), so a run
+  killed at any moment keeps every batch it committed.
+
+*Where* each stage runs is the executor's business (``vidan.executor``, ``workers/``).
 """
 
 from __future__ import annotations
@@ -10,114 +16,70 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Optional, Protocol, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from vidan import __version__
 from vidan.assemble import VideoParts
 from vidan.config import Config
+from vidan.executor import Executor, LocalExecutor  # noqa: F401  (LocalExecutor: re-exported)
+from vidan.progress import Progress
 from vidan.records import (FAILED, OK, PARTIAL, STAGE_DISCOVER, STAGE_PROBE, AudioPart, FramePart,
                            MediaError, MediaInfo, VidanError)
 from vidan.rows import video_row
 from vidan.segments import plan_parts
-from vidan.stages import AUDIO, FINISH, STAGE_OF_KIND, VISUAL, PartJob
-from vidan.store import ReportWriter
+from vidan.stages import AUDIO, FINISH, VISUAL, PartJob
+from vidan.store import ReportStore, make_lock
+from vidan.store.storage import LocalStorage
 
 log = logging.getLogger("vidan")
 
-
-
-class Executor(Protocol):
-    def start(self, config: Config) -> dict[str, str]:
-        """Load the stages; return the model ids (asr, vision, text)."""
-
-    def submit(self, kind: str, *args: Any) -> Any:
-        """Queue one call of stage ``kind``; return a handle."""
-
-    def wait(self, timeout: float) -> list[Any]:
-        """Handles that finished (possibly none after ``timeout`` seconds)."""
-
-    def result(self, handle: Any) -> Any:
-        """The stage's return value, or raise ``VidanError`` naming what failed."""
-
-    def shutdown(self) -> None: ...
-
-
-class LocalExecutor:
-    """Runs every stage in this process, one call at a time: finishing calls first, then
-    parts in submission order."""
-
-    def __init__(self, device: str = "auto"):
-        self.device = device
-        self._queue: deque = deque()
-        self._done: dict[int, tuple[bool, Any]] = {}
-        self._next = 0
-
-    def start(self, config: Config) -> dict[str, str]:
-        from vidan.stages import AudioStage, FinishStage, VisualStage
-
-        self._stages = {VISUAL: VisualStage(config, self.device), AUDIO: AudioStage(config, self.device),
-                        FINISH: FinishStage(config, self.device)}
-        return {"vision": self._stages[VISUAL].model_id, "asr": self._stages[AUDIO].model_id,
-                "text": self._stages[FINISH].model_id, "taxonomy": self._stages[FINISH].taxonomy.id}
-
-    def submit(self, kind: str, *args: Any) -> int:
-        h = self._next
-        self._next += 1
-        self._queue.append((h, kind, args))
-        return h
-
-    def wait(self, timeout: float) -> list[int]:
-        if not self._queue:
-            return []
-        # finish a video before starting the next one's parts: results reach the report
-        # (and memory is freed) as early as possible
-        item = next((x for x in self._queue if x[1] == FINISH), None)
-        if item is not None:
-            self._queue.remove(item)
-        else:
-            item = self._queue.popleft()
-        h, kind, args = item
-        try:
-            self._done[h] = (True, self._stages[kind](*args))
-        except VidanError as e:
-            self._done[h] = (False, e)
-        except Exception as e:  # a bug or a model error must still become a row, with its cause
-            log.debug("stage %s failed", kind, exc_info=True)
-            self._done[h] = (False, VidanError(STAGE_OF_KIND[kind], f"{type(e).__name__}: {e}"))
-        return [h]
-
-    def result(self, handle: int) -> Any:
-        ok, value = self._done.pop(handle)
-        if not ok:
-            raise value
-        return value
-
-    def shutdown(self) -> None:
-        self._stages = {}
-
-
 @dataclass
 class RunSummary:
-    out: Path
+    out: "Path | str"  # a local report folder, or the URI of one in object storage
     run_id: str
-    files: int = 0
-    ok: int = 0
+    files: int = 0  # files found that are videos (or were named), this run
+    ok: int = 0  # of the videos analysed this run
     partial: int = 0
     failed: int = 0
     skipped: int = 0
     segments: int = 0
     seconds: float = 0.0
-    record: Optional[Path] = None
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    retried: int = 0
+    reanalysed: int = 0
+    moved: int = 0
+    retagged: int = 0
+    superseded: int = 0
+    commits: int = 0
+    version: int = 0  # the report's commit after this run
+    record: Optional[str] = None
+
+    @property
+    def analysed(self) -> int:
+        return self.ok + self.partial + self.failed
 
     @property
     def exit_code(self) -> int:
-        """0: every file analysed; 1: finished, some files failed or partial."""
+        """0: every file analysed this run is ok; 1: finished, some failed or partial."""
         return 0 if (self.failed == 0 and self.partial == 0) else 1
+
+    def line(self) -> str:
+        parts = [f"{self.files} file(s): {self.new} new, {self.changed} changed, {self.unchanged} unchanged"]
+        for name, n in (("retried", self.retried), ("re-analysed", self.reanalysed), ("moved", self.moved),
+                        ("re-tagged", self.retagged), ("superseded", self.superseded)):
+            if n:
+                parts.append(f"{n} {name}")
+        done = (f"analysed {self.analysed}: {self.ok} ok, {self.partial} partial, {self.failed} failed"
+                if self.analysed else "nothing to analyse")
+        return (", ".join(parts) + f"; {done}; {self.skipped} skipped; {self.segments} segments; "
+                f"{self.commits} commit(s), report v{self.version}, {self.seconds:.1f} s")
 
 
 @dataclass
@@ -132,127 +94,254 @@ class _Video:
     failed_kinds: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     stat: Optional[tuple[int, int]] = None  # (size, mtime_ns) when its work was queued
+    identity: dict = field(default_factory=dict)  # mtime_ns and inode, for the next run's identity check
 
 
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Config, executor: Executor, *,
-        progress: bool = True) -> RunSummary:
-    from vidan.discover import discover
+class _Committer:
+    """Collects finished videos and commits them in batches, keeping the run's record current."""
 
-    started_at = datetime.now(timezone.utc)
+    def __init__(self, store: ReportStore, meta: dict, record: dict, summary: RunSummary,
+                 every_videos: int, every_s: float):
+        self.store, self.meta, self.record, self.summary = store, meta, record, summary
+        self.run_id = meta["run_id"]
+        self.every_videos, self.every_s = every_videos, every_s
+        self.videos: list[dict] = []
+        self.segments: list[dict] = []
+        self.drop: set[str] = set()
+        self.skipped: Optional[list[dict]] = None  # this run's skipped list, when it differs
+        self.stored: set[str] = set()  # ids the report held before the run
+        self.last = time.monotonic()
+
+    def add(self, row: dict, segments: list[dict], drop: Optional[str] = None) -> None:
+        self.videos.append(row)
+        self.segments.extend(segments)
+        if drop:
+            self.drop.add(drop)
+        if len(self.videos) >= self.every_videos or time.monotonic() - self.last >= self.every_s:
+            self.flush()
+
+    def flush(self, rewrite=None, change: Optional[dict] = None) -> None:
+        if not self.videos and self.skipped is None and rewrite is None and not self.drop:
+            return
+        add = [self.store.write_group(self.videos, self.segments, self.run_id)] if self.videos else []
+        skipped = self.store.write_skipped(self.skipped, self.run_id) if self.skipped is not None else None
+        change = {"videos": len(self.videos), "segments": len(self.segments), **(change or {})}
+        m, superseded = self.store.commit(add=add, drop=self.drop, skipped=skipped, rewrite=rewrite,
+                                          tag=self.run_id, meta={**self.meta, "change": change})
+        # a video analysed again replaces its own rows: only other ids count as superseded
+        self.summary.superseded += superseded - sum(1 for r in self.videos if r["video_id"] in self.stored)
+        self.summary.commits += 1
+        self.summary.version = m.version
+        self.videos, self.segments, self.drop, self.skipped = [], [], set(), None
+        self.last = time.monotonic()
+        self.save_record("running")
+
+    def save_record(self, status: str) -> None:
+        s = self.summary
+        self.record.update({
+            "status": status, "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "commits": s.commits, "version": s.version,
+            "counts": {k: getattr(s, k) for k in ("files", "new", "changed", "unchanged", "retried", "reanalysed",
+                                                   "moved", "retagged", "superseded", "ok", "partial", "failed",
+                                                   "skipped", "segments")},
+        })
+        self.store.put_run(self.record)
+
+
+def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Config, executor: Executor, *,
+        progress: bool = True, retry_failed: bool = False, reprocess: bool = False, wait: bool = False,
+        device: str = "auto", storage_options: Optional[dict] = None) -> RunSummary:
+    """Analyse what is new or changed under ``paths`` into the report at ``out``."""
+    from vidan.store.keys import analysis_key, device_class, tag_key
+
     t0 = time.perf_counter()
     run_id = new_run_id()
-    writer = ReportWriter(out, run_id)  # fails early, before any work, when OUT is unusable
-    summary = RunSummary(out=Path(out), run_id=run_id)
     try:
-        found, probes = discover(paths)
-        found = _outside(found, Path(out))
-        writer.write_rows("skipped", [{"path": _disp(s.path), "reason": s.reason, "run_id": run_id}
-                                      for s in found.skipped])
-        summary.skipped = len(found.skipped)
-        summary.files = len(found.candidates)
-        bar = _Progress(summary.files, enabled=progress)
-        models = executor.start(config) if found.candidates else {}
-        bar.started()
-        prov = {"config_hash": config.hash(), "models": models, "run_id": run_id}
-        cfg_json = config.to_json()
-
-        def emit(row: dict, segments: list[dict]) -> None:
-            writer.write_rows("videos", [row])
-            writer.write_rows("segments", segments)
-            summary.segments += len(segments)
-            status = row["status"]
-            setattr(summary, status, getattr(summary, status) + 1)
-            bar.update(status)
-
-        handles: dict[Any, tuple[str, str]] = {}
-        videos: dict[str, _Video] = {}
-        for cand in found.candidates:
-            info = probes.get(cand.path)
-            err = _early_failure(cand, info)
-            if err is not None:
-                emit(video_row(cand.video_id, cand.path, status=FAILED, info=info if isinstance(info, MediaInfo) else None,
-                               error_stage=err.stage, error_message=err.message, size_bytes=cand.size_bytes,
-                               provenance=prov, config_json=cfg_json), [])
-                continue
-            v = _Video(cand.video_id, cand.path, info, VideoParts(info), stat=_stat(cand.path))
-            spans = plan_parts(info.duration_s, config.limits.part_s)
-            for kind, wanted in ((VISUAL, info.has_video), (AUDIO, info.has_audio)):
-                if not wanted:
-                    continue
-                for i, span in enumerate(spans):
-                    job = PartJob(cand.video_id, cand.path, info, span, i, len(spans))
-                    handles[executor.submit(kind, job)] = (cand.video_id, kind)
-                    v.pending += 1
-                    bar.parts_total += 1
-                v.submitted[kind] = len(spans)
-            v.parts.transcribed = info.has_audio and config.asr.backend != "none"
-            videos[cand.video_id] = v
-
-        while handles:
-            for h in executor.wait(timeout=1.0):
-                video_id, kind = handles.pop(h)
-                v = videos[video_id]
-                try:
-                    value = executor.result(h)
-                except VidanError as e:
-                    value = e
-                if kind == FINISH:
-                    emit(*_finished(v, value, prov, cfg_json))
-                    del videos[video_id]
-                    continue
-                v.pending -= 1
-                bar.part_done()
-                if isinstance(value, VidanError):
-                    v.errors.append(value)
-                    v.failed_kinds[kind] = v.failed_kinds.get(kind, 0) + 1
-                elif isinstance(value, FramePart):
-                    v.parts.frames.append(value)
-                elif isinstance(value, AudioPart):
-                    v.parts.audio.append(value)
-                if v.pending == 0:
-                    if not v.parts.frames and not v.parts.audio:
-                        e = v.errors[0]
-                        emit(_row(v, FAILED, prov, cfg_json, error=e), [])
-                        del videos[video_id]
-                    else:
-                        v.parts.frames.sort(key=lambda p: p.span.start_s)
-                        v.parts.audio.sort(key=lambda p: p.span.start_s)
-                        handles[executor.submit(FINISH, v.video_id, v.path, v.parts, prov)] = (video_id, FINISH)
-        bar.close()
-        summary.seconds = time.perf_counter() - t0
-        summary.record = writer.publish({
-            "run_id": run_id, "started_at": started_at.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
-            "inputs": [_disp(os.fsdecode(p)) for p in paths], "config": config.to_dict(), "config_hash": config.hash(),
-            "models": models, "vidan_version": __version__,
-            "counts": {"files": summary.files, "ok": summary.ok, "partial": summary.partial, "failed": summary.failed,
-                       "skipped": summary.skipped, "segments": summary.segments},
-            "seconds": round(summary.seconds, 3),
-        })
-        return summary
+        store = ReportStore.create(out, storage_options)  # refuses a place vidan does not own, before any work
+        lock = make_lock(store.storage, run_id)
+        lock.acquire(wait=wait)
     except BaseException:
-        writer.abort()
+        executor.shutdown()
         raise
+    started_wall = time.time()
+    summary = RunSummary(out=Path(store.uri) if isinstance(store.storage, LocalStorage) else store.uri, run_id=run_id)
+    keys = {"analysis_key": analysis_key(config, device_class(device)), "tag_key": tag_key(config)}
+    record = {"run_id": run_id, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "host": socket.gethostname(), "vidan_version": __version__,
+              "inputs": [_disp(os.fsdecode(p)) for p in paths], "config": config.to_dict(),
+              "config_hash": config.hash(), **keys, "options": {"retry_failed": retry_failed, "reprocess": reprocess}}
+    committer = _Committer(store, {"run_id": run_id, "vidan_version": __version__, **keys}, record, summary,
+                           config.commit.videos, config.commit.seconds)
+    try:
+        work, found, probes, stored = _plan(paths, store, keys, summary, retry_failed, reprocess)
+        committer.stored = {s.video_id for s in stored}
+        committer.skipped = _skipped_rows(found, run_id, store)
+        _carry_moved(work, store, committer)
+        if work.analyse:
+            _schedule_and_collect(work, probes, config, executor, committer, summary, keys, run_id, progress)
+        committer.flush()
+        if work.retag:
+            from vidan.retag import retag_report
+
+            summary.retagged = retag_report(store, config, keys["tag_key"], committer=committer, device=device)
+        store.compact(meta={**committer.meta, "change": {"compacted": 1}}, tag=run_id)
+        store.cleanup(started=started_wall)
+        summary.version = store.latest().version
+        summary.seconds = time.perf_counter() - t0
+        record["seconds"] = round(summary.seconds, 3)
+        committer.save_record("finished")
+        summary.record = f"{store.uri}/_runs/{run_id}.json"
+        return summary
     finally:
         executor.shutdown()
+        lock.release()
 
 
-def _outside(found, out: Path):
-    """Drop what lies in the report folder itself: ``vidan analyze . --out reports``
-    must not analyse (or list as skipped) its own parquet files on the next run."""
-    from vidan.discover import Discovery
+def _plan(paths, store: ReportStore, keys: dict, summary: RunSummary, retry_failed: bool, reprocess: bool):
+    from vidan.discover import discover
+    from vidan.incremental import Stored, identity_index, plan_work
 
-    root = os.path.realpath(out)
+    cols = ["video_id", "path", "status", "analysis_key", "tag_key", "size_bytes", "mtime_ns", "inode"]
+    stored = [Stored(**r) for r in store.read_table("videos", cols).to_pylist()]
+    found, probes = discover(paths, known=identity_index(stored))
+    work = plan_work(found.candidates, stored, analysis_key=keys["analysis_key"], tag_key=keys["tag_key"],
+                     retry_failed=retry_failed, reprocess=reprocess, present_paths=[s.path for s in found.skipped])
+    summary.files = len(found.candidates)
+    summary.skipped = len(found.skipped)
+    summary.unchanged = len(work.unchanged)
+    summary.moved = len(work.moved)
+    summary.new = work.count("new")
+    summary.changed = work.count("changed")
+    summary.retried = work.count("retry")
+    summary.reanalysed = work.count("reanalyse") + work.count("reprocess")
+    missing = [c.path for c in work.analyse if c.path not in probes and not c.error]
+    if missing:  # known files analysed again (new config, retry): probe them now
+        from vidan.media.isolate import probe_isolated
 
-    def inside(p: str) -> bool:
-        real = os.path.realpath(p)
-        return real == root or real.startswith(root + os.sep)
+        probes.update(zip(missing, probe_isolated(missing)))
+    return work, found, probes, stored
 
-    return Discovery(candidates=[c for c in found.candidates if not inside(c.path)],
-                     skipped=[s for s in found.skipped if not inside(s.path)])
+
+def _skipped_rows(found, run_id: str, store: ReportStore) -> Optional[list[dict]]:
+    """This run's skipped list, or None when it equals the committed one (nothing to commit)."""
+    rows = [{"path": _disp(s.path), "reason": s.reason, "run_id": run_id} for s in found.skipped]
+    before = store.read_table("skipped", ["path", "reason"]).to_pylist()
+    if sorted((r["path"], r["reason"]) for r in rows) == sorted((r["path"], r["reason"]) for r in before):
+        return None
+    return rows
+
+
+def _carry_moved(work, store: ReportStore, committer: _Committer) -> None:
+    """Rows of files that moved are rewritten with their new path; nothing is decoded."""
+    if not work.moved:
+        return
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    by_id = {c.video_id: c for c, _ in work.moved}
+    ids = pa.array(sorted(by_id), pa.string())
+    m = store.latest()
+    vt = store.read_table("videos", manifest=m)
+    st = store.read_table("segments", manifest=m)
+    segs: dict[str, list[dict]] = {}
+    for r in st.filter(pc.is_in(st.column("video_id"), value_set=ids)).to_pylist():
+        r["path"] = _disp(by_id[r["video_id"]].path)
+        segs.setdefault(r["video_id"], []).append(r)
+    for r in vt.filter(pc.is_in(vt.column("video_id"), value_set=ids)).to_pylist():
+        c = by_id[r["video_id"]]
+        r.update(path=_disp(c.path), mtime_ns=c.mtime_ns, inode=c.inode, size_bytes=c.size_bytes)
+        committer.add(r, segs.get(r["video_id"], []))
+
+
+def _schedule_and_collect(work, probes: dict, config: Config, executor: Executor, committer: _Committer,
+                          summary: RunSummary, keys: dict, run_id: str, progress: bool) -> None:
+    bar = Progress(len(work.analyse), enabled=progress)
+    models = executor.start(config)
+    bar.started()
+    prov = {"config_hash": config.hash(), "models": models, "run_id": run_id, **keys}
+    cfg_json = config.to_json()
+
+    def emit(row: dict, segments: list[dict]) -> None:
+        committer.add(row, segments, drop=work.supersede.get(row["video_id"]))
+        summary.segments += len(segments)
+        status = row["status"]
+        setattr(summary, status, getattr(summary, status) + 1)
+        bar.update(status)
+
+    handles: dict[Any, tuple[str, str]] = {}
+    videos: dict[str, _Video] = {}
+    for cand in work.analyse:
+        v = _schedule(cand, probes.get(cand.path), config, executor, handles, bar)
+        if isinstance(v, VidanError):
+            info = probes.get(cand.path)
+            emit(video_row(cand.video_id, cand.path, status=FAILED, info=info if isinstance(info, MediaInfo) else None,
+                           error_stage=v.stage, error_message=v.message, size_bytes=cand.size_bytes,
+                           provenance=prov, config_json=cfg_json, mtime_ns=cand.mtime_ns, inode=cand.inode), [])
+        else:
+            videos[cand.video_id] = v
+
+    while handles:
+        for h in executor.wait(timeout=1.0):
+            video_id, kind = handles.pop(h)
+            v = videos[video_id]
+            try:
+                value = executor.result(h)
+            except VidanError as e:
+                value = e
+            if kind == FINISH:
+                emit(*_finished(v, value, prov, cfg_json))
+                del videos[video_id]
+                continue
+            bar.part_done()
+            if _collect(v, kind, value):
+                if not v.parts.frames and not v.parts.audio:
+                    emit(_row(v, FAILED, prov, cfg_json, error=v.errors[0]), [])
+                    del videos[video_id]
+                else:
+                    handles[executor.submit(FINISH, v.video_id, v.path, v.parts, prov)] = (video_id, FINISH)
+    bar.close()
+
+
+def _schedule(cand, info, config: Config, executor: Executor, handles: dict, bar: Progress):
+    """Submit every part of one video; its ``_Video``, or the error that stops it early."""
+    err = _early_failure(cand, info)
+    if err is not None:
+        return err
+    v = _Video(cand.video_id, cand.path, info, VideoParts(info), stat=_stat(cand.path),
+               identity={"mtime_ns": cand.mtime_ns, "inode": cand.inode})
+    spans = plan_parts(info.duration_s, config.limits.part_s)
+    for kind, wanted in ((VISUAL, info.has_video), (AUDIO, info.has_audio)):
+        if not wanted:
+            continue
+        for i, span in enumerate(spans):
+            job = PartJob(cand.video_id, cand.path, info, span, i, len(spans))
+            handles[executor.submit(kind, job)] = (cand.video_id, kind)
+            v.pending += 1
+            bar.parts_total += 1
+        v.submitted[kind] = len(spans)
+    v.parts.transcribed = info.has_audio and config.asr.backend != "none"
+    return v
+
+
+def _collect(v: _Video, kind: str, value: Any) -> bool:
+    """Take one part result; True once the video has all of its parts."""
+    v.pending -= 1
+    if isinstance(value, VidanError):
+        v.errors.append(value)
+        v.failed_kinds[kind] = v.failed_kinds.get(kind, 0) + 1
+    elif isinstance(value, FramePart):
+        v.parts.frames.append(value)
+    elif isinstance(value, AudioPart):
+        v.parts.audio.append(value)
+    if v.pending:
+        return False
+    v.parts.frames.sort(key=lambda p: p.span.start_s)
+    v.parts.audio.sort(key=lambda p: p.span.start_s)
+    return True
 
 
 def _stat(path: str) -> Optional[tuple[int, int]]:
@@ -297,7 +386,7 @@ def _row(v: _Video, status: str, prov: dict, cfg_json: str, *, error: Optional[V
         frames_sampled=sum(p.frames_sampled for p in frames) if frames else None,
         audio_decoded_s=sum(p.samples_decoded_s for p in audio) if audio else None,
         shot_cuts=[{"t_s": c.t_s, "kind": c.kind, "score": c.score} for c in v.parts.cuts] if frames else None,
-        language=lang, processing_s=time.perf_counter() - v.started, **extra,
+        language=lang, processing_s=time.perf_counter() - v.started, **v.identity, **extra,
     )
 
 
@@ -316,44 +405,3 @@ def _finished(v: _Video, value: Any, prov: dict, cfg_json: str) -> tuple[dict, l
     status = PARTIAL if (v.errors or notes) else OK
     err = v.errors[0] if v.errors else None
     return _row(v, status, prov, cfg_json, error=err, notes=notes, n_segments=len(segments)), segments
-
-
-class _Progress:
-    """A progress bar on stderr: files done, how many failed, and the ETA (tqdm)."""
-
-    def __init__(self, total: int, enabled: bool):
-        self._bar = None
-        self.counts = {OK: 0, PARTIAL: 0, FAILED: 0}
-        # long files are many parts: counting them shows movement before a file completes
-        self.parts_total = 0
-        self.parts_done = 0
-        if enabled and total:
-            from tqdm import tqdm
-
-            # model loading takes a while on a cold start: say so rather than sit silent
-            self._bar = tqdm(total=total, unit="file", desc="loading models", dynamic_ncols=True)
-            self._bar.refresh()
-
-    def started(self) -> None:
-        if self._bar is not None:
-            self._bar.set_description("analysing")
-
-    def update(self, status: str) -> None:
-        self.counts[status] += 1
-        if self._bar is not None:
-            self._postfix()
-            self._bar.update(1)
-
-    def part_done(self) -> None:
-        self.parts_done += 1
-        if self._bar is not None:
-            self._postfix()
-            self._bar.refresh()
-
-    def _postfix(self) -> None:
-        self._bar.set_postfix(ok=self.counts[OK], partial=self.counts[PARTIAL], failed=self.counts[FAILED],
-                              parts=f"{self.parts_done}/{self.parts_total}", refresh=False)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()

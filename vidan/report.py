@@ -1,12 +1,14 @@
 """The report schema, and reading reports back.
 
-A report folder holds three parquet datasets that ``pandas.read_parquet`` reads
-directly (each a folder of part files), plus the commit record of the run:
+A report folder holds three parquet datasets (each a folder of immutable part files)
+and the commit records that say which part files are live (``vidan.store``):
 
+    OUT/_vidan      marks the folder as a vidan report (vidan writes nowhere else)
     OUT/videos/     one row per input file, failures included
     OUT/segments/   one row per segment of every analysed file
     OUT/skipped/    files found in the folders that were not analysed, and why
-    OUT/_runs/      one JSON commit record per published run
+    OUT/_commits/   one manifest per commit: the live files of all three datasets
+    OUT/_runs/      one JSON record per run: counts, keys, versions, host
 
 The schemas are explicit so that every part file has the same types whatever data it
 holds (an all-null column is still a ``string``), and DuckDB or Polars read them too.
@@ -53,8 +55,13 @@ def _emb(dim: int) -> pa.DataType:
     return pa.list_(pa.float32(), dim)
 
 
+# Bumped when the report's columns change; part of every analysis key.
+SCHEMA_VERSION = 2
+
 PROVENANCE = [
     pa.field("config_hash", pa.string(), nullable=False),
+    pa.field("analysis_key", pa.string()),  # what produced the row, taxonomy aside (vidan.store.keys)
+    pa.field("tag_key", pa.string()),  # the taxonomy and thresholds its classification tags come from
     pa.field("models", MODELS),
     pa.field("run_id", pa.string(), nullable=False),
 ]
@@ -67,6 +74,8 @@ VIDEOS_SCHEMA = pa.schema([
     pa.field("error_message", pa.string()),
     pa.field("notes", pa.list_(pa.string())),
     pa.field("size_bytes", pa.int64()),
+    pa.field("mtime_ns", pa.int64()),  # with path, size and inode: lets a rerun trust the stored video_id
+    pa.field("inode", pa.int64()),
     pa.field("container", pa.string()),
     pa.field("duration_s", pa.float64()),
     pa.field("start_time_s", pa.float64()),
@@ -152,40 +161,36 @@ def display_path(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def load_report(out: str | Path, columns: Optional[dict[str, list[str]]] = None) -> "Report":
-    """Read a report folder into pandas frames: ``rep.videos``, ``rep.segments``, ``rep.skipped``."""
-    import pyarrow.parquet as pq
+def load_report(out: str | Path, columns: Optional[dict[str, list[str]]] = None,
+                storage_options: Optional[dict[str, str]] = None) -> "Report":
+    """Read a report into pandas frames: ``rep.videos``, ``rep.segments``, ``rep.skipped``.
 
-    out = Path(out)
-    if not (out / "videos").is_dir():
-        raise FileNotFoundError(f"no vidan report in {out} (expected {out / 'videos'}/)")
-    frames = {}
-    for name, schema in DATASETS.items():
-        d = out / name
-        cols = (columns or {}).get(name)
-        if d.is_dir() and any(d.glob("*.parquet")):
-            frames[name] = pq.read_table(d, schema=schema, columns=cols).to_pandas()
-        else:
-            frames[name] = schema.empty_table().select(cols or schema.names).to_pandas()
-    return Report(out=out, runs=read_runs(out), **frames)
+    Only the files that the latest commit lists are read, so a run in progress (or one
+    that was killed) never shows half a batch or two copies of a video.
+    """
+    from vidan.store import ReportStore
+
+    store = ReportStore.open(out, storage_options)
+    m = store.latest()
+    frames = {name: store.read_table(name, (columns or {}).get(name), m).to_pandas() for name in DATASETS}
+    return Report(out=out, runs=store.runs(), version=m.version, **frames)
 
 
 def read_runs(out: str | Path) -> list[dict]:
-    d = Path(out) / "_runs"
-    runs = []
-    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
-        runs.append(json.loads(p.read_text(encoding="utf-8")))
-    return sorted(runs, key=lambda r: r.get("finished_at", ""))
+    from vidan.store import ReportStore
+
+    return ReportStore.open(out).runs()
 
 
 class Report:
-    def __init__(self, out: Path, videos, segments, skipped, runs: list[dict]):
+    def __init__(self, out, videos, segments, skipped, runs: list[dict], version: int = 0):
         self.out = out
         self.videos = videos
         self.segments = segments
         self.skipped = skipped
         self.runs = runs
+        self.version = version  # the commit these rows come from
 
     def __repr__(self) -> str:
-        return (f"Report({str(self.out)!r}: {len(self.videos)} videos, {len(self.segments)} segments, "
+        return (f"Report({str(self.out)!r} v{self.version}: {len(self.videos)} videos, {len(self.segments)} segments, "
                 f"{len(self.skipped)} skipped)")
