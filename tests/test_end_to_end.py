@@ -59,6 +59,13 @@ def _segments(rep, name):
     return rep.segments[rep.segments.video_id == vid].sort_values("segment_index")
 
 
+def _segment_at(rep, name, t):
+    segs = _segments(rep, name)
+    row = segs[(segs.start_s <= t) & (t < segs.end_s)]
+    assert len(row) == 1, segs[["start_s", "end_s"]]
+    return row.iloc[0]
+
+
 def test_every_file_gets_exactly_one_row(report, folder):
     summary, rep = report
     files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
@@ -128,12 +135,68 @@ def test_rows_carry_provenance_and_embeddings(report):
     assert (rep.videos.config_hash == seg.config_hash.iloc[0]).all()
 
 
+# The default class (vidan/data/taxonomy.yaml) of each scene whose picture or words leave
+# no doubt: (file, a time inside the scene, class).
+CLEAR_CLASSES = [("coffee.mp4", 4.0, "food_and_drink"), ("cat nap.mkv", 3.5, "animals"),
+                 ("scenes.mp4", 4.0, "space_and_rockets"), ("scenes.mp4", 11.5, "food_and_drink"),
+                 ("scenes.mp4", 19.0, "sports")]
+
+
+@pytest.mark.parametrize("name, t, label", CLEAR_CLASSES)
+def test_clear_segments_are_classified(report, name, t, label):
+    _, rep = report
+    classes = [x for x in _segment_at(rep, name, t).tags if x["kind"] == "classification"]
+    assert classes and classes[0]["label"] == label, classes
+    assert all(x["source"] == "fused" and x["score"] >= vidan.Config().tags.threshold for x in classes)
+    assert [x["score"] for x in classes] == sorted((x["score"] for x in classes), reverse=True)
+
+
+USER_TAXONOMY = """\
+name: my-shelf
+version: 2
+classes:
+  - label: hot_drinks
+    prompts: ["a cup of coffee", "a mug of hot tea"]
+  - label: house_cats
+    prompts: ["a pet cat", "a kitten asleep on the sofa"]
+  - volcanoes
+"""
+
+
+def test_a_user_taxonomy_replaces_the_default_classes(folder, tmp_path):
+    """`vidan analyze --taxonomy FILE`: the user's classes tag the segments, the bundled ones
+    never do."""
+    import shutil
+    import subprocess
+    import sys
+
+    from vidan.tags import load_taxonomy
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(folder / "coffee.mp4", src)
+    shutil.copy(folder / "sub" / "cat nap.mkv", src)
+    tax = tmp_path / "mine.yaml"
+    tax.write_text(USER_TAXONOMY)
+    proc = subprocess.run([sys.executable, "-m", "vidan", "analyze", str(src), "--out", str(tmp_path / "out"),
+                           "--taxonomy", str(tax), "--local", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = vidan.load_report(tmp_path / "out")
+    classes = {row.path.rsplit("/", 1)[-1]: [t["label"] for t in row.tags if t["kind"] == "classification"]
+               for row in rep.segments.itertuples()}
+    assert classes["coffee.mp4"][:1] == ["hot_drinks"], classes
+    assert classes["cat nap.mkv"][:1] == ["house_cats"], classes
+    used = {label for labels in classes.values() for label in labels}
+    assert not used & set(load_taxonomy().labels), used
+    assert set(rep.segments.models.map(lambda m: m["taxonomy"])) == {"my-shelf@2"}
+
+
 def test_tags_carry_label_score_and_source(report):
     _, rep = report
     segs = _segments(rep, "cat nap.mkv")
     tags = [t for ts in segs.tags for t in ts]
     kinds = {t["kind"] for t in tags}
-    assert {"visual", "audio", "keyword", "language"} <= kinds
+    assert {"classification", "visual", "audio", "keyword", "language"} <= kinds
     assert all(set(t) == {"label", "score", "source", "kind"} for t in tags)
     visual = [t["label"].lower() for t in tags if t["kind"] == "visual"]
     assert any("cat" in lab or "tabby" in lab for lab in visual), visual
@@ -160,8 +223,47 @@ def test_search_finds_the_right_video_and_scene(report, query, name, scene):
     hits = search(query, summary.out, top=3)
     assert hits[0].path.endswith(name), [(h.path, h.start_s, h.score) for h in hits]
     if scene is not None:
+        # the segment is the scene itself, not a span that merely overlaps it
         a, b = SCENES[scene]
-        assert min(hits[0].end_s, b) - max(hits[0].start_s, a) > 0
+        assert abs(hits[0].start_s - a) <= 0.5 and abs(hits[0].end_s - b) <= 0.5, (hits[0], SCENES[scene])
+
+
+def test_search_finds_a_silent_video_by_its_picture(report):
+    # silent.mp4 has no sound, so only its frames can bring it up. ImageNet has no astronaut
+    # class: EfficientNet-Lite0 reads this photo (a person in a padded orange suit beside a
+    # helmet) as bobsled, torch and ballplayer, so the query names what the classifier sees
+    # in it; none of the other pictures looks like that to it.
+    summary, _ = report
+    hits = search("a bobsled", summary.out, top=3)
+    assert hits[0].path.endswith("silent.mp4"), [(h.path, h.start_s, h.score) for h in hits]
+    assert hits[0].transcript is None and hits[0].modality in ("fused", "visual")
+
+
+def test_search_finds_what_is_shown_but_never_said(report):
+    # From 8 to 15 s scenes.mp4 shows the coffee photo while the voice talks about bread, so
+    # only that scene's frames can lead "a cup of coffee" there.
+    summary, _ = report
+    hits = [h for h in search("a cup of coffee", summary.out, top=5) if h.path.endswith("scenes.mp4")]
+    assert hits, "no segment of scenes.mp4 found"
+    a, b = SCENES[1]
+    assert abs(hits[0].start_s - a) <= 0.5 and abs(hits[0].end_s - b) <= 0.5, hits[0]
+    assert hits[0].modality == "visual" and "coffee" not in hits[0].transcript.lower(), hits[0]
+
+
+def test_shot_cuts_and_segment_starts_follow_the_edit(report):
+    _, rep = report
+    # scenes.mp4 has a hard cut at 8.0 s and a fade through black around 15 s, nothing else
+    cuts = list(_video(rep, "scenes.mp4").shot_cuts)
+    assert [c["kind"] for c in cuts] == ["cut", "fade"], cuts
+    assert abs(cuts[0]["t_s"] - 8.0) <= 0.2 and abs(cuts[1]["t_s"] - 15.0) <= 0.5, cuts
+    segs = _segments(rep, "scenes.mp4")
+    assert segs.start_reason.iloc[0] == "start"
+    assert list(segs[(segs.start_s - 8.0).abs() <= 0.2].start_reason) == ["shot_cut"], segs
+    assert list(segs[(segs.start_s - 15.0).abs() <= 0.5].start_reason) == ["fade"], segs
+    # one slowly panned photo each: no cut, and nothing but the start begins a segment for a shot
+    for name in ("coffee.mp4", "cat nap.mkv", "silent.mp4"):
+        assert list(_video(rep, name).shot_cuts) == [], name
+        assert not set(_segments(rep, name).start_reason) & {"shot_cut", "fade"}, name
 
 
 def test_search_cli_json_lines(report):
