@@ -5,9 +5,10 @@ things (a cat on screen while someone talks about the weather), so a "seen" quer
 only be answered by the frames and a "said" one only by the speech. Runs the real
 pipeline (``--local``), then scores each query with several rankings side by side:
 single modalities, their plain maximum, and the default (maximum with the classifier's
-confidence and a lexical bonus). Prints top-1 accuracy and mean reciprocal rank.
+confidence and a lexical bonus). Prints one markdown table: top-1 accuracy and mean
+reciprocal rank, with top-1 against the plain maximum of the three (the baseline).
 
-    .venv/bin/python benchmarks/bench_search.py
+    .venv/bin/python benchmarks/bench_search.py [--json PATH]
 """
 
 from __future__ import annotations
@@ -15,13 +16,18 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from _common import block, header, machine, parser, publish
 
-import vidan
 from vidan import synth
-from vidan.search import SEARCH_COLUMNS, Ranking, rank
+from vidan.search import Ranking
 from vidan.synth import Scene
+
+NAME = "bench_search"
+COLUMNS = ("ranking", "top-1 said", "top-1 seen", "top-1 all", "MRR", "top-1 vs max of three")
+HEADER = header(COLUMNS)
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
@@ -70,6 +76,8 @@ RANKINGS = {
     "max + confidence": Ranking(lexical_weight=0.0),
     "default (+ lexical)": Ranking(),
 }
+BASELINE = "max of three"
+DEFAULT = "default (+ lexical)"
 
 
 def build(folder: Path) -> None:
@@ -83,8 +91,10 @@ def build(folder: Path) -> None:
             audio.unlink()
 
 
-def main() -> int:
+def measure() -> dict[str, Any]:
+    import vidan
     from vidan.models.text import load_text_encoder
+    from vidan.search import SEARCH_COLUMNS, rank
 
     with tempfile.TemporaryDirectory(prefix="vidan-search-") as tmp:
         tmp = Path(tmp)
@@ -95,32 +105,48 @@ def main() -> int:
         analyse_s = time.perf_counter() - t0
         seg = vidan.load_report(tmp / "report", columns={"segments": SEARCH_COLUMNS, "videos": ["video_id"],
                                                          "skipped": ["path"]}).segments
-        enc = load_text_encoder()
-        queries = [("said", q, v) for q, v in SAID] + [("seen", q, v) for q, v in SEEN]
-        emb = enc.encode([q for _, q, _ in queries])
-        rows = []
-        misses: dict[str, list[str]] = {}
-        for name, ranking in RANKINGS.items():
-            stats = {"said": [], "seen": []}
-            for (kind, q, want), e in zip(queries, emb):
-                hits = rank(e, seg, top=len(seg), query=q, ranking=ranking)
-                videos = list(dict.fromkeys(Path(h.path).stem for h in hits))
-                rr = 1.0 / (videos.index(want) + 1) if want in videos else 0.0
-                stats[kind].append(rr)
-                if rr < 1 and name == "default (+ lexical)":
-                    misses.setdefault(name, []).append(f"{q!r} -> {videos[:1]} (wanted {want})")
-            allrr = stats["said"] + stats["seen"]
-            rows.append((name, *(np.mean([r == 1.0 for r in stats[k]]) for k in ("said", "seen")),
-                         np.mean([r == 1.0 for r in allrr]), np.mean(allrr)))
-    base = rows[3][3]
-    print(f"\nSearch quality: {len(SAID)} 'said' and {len(SEEN)} 'seen' queries over {len(VIDEOS)} videos "
-          f"(analysis took {analyse_s:.0f} s)\n")
-    print("| ranking | top-1 said | top-1 seen | top-1 all | MRR | top-1 vs max of three |")
-    print("|---|---|---|---|---|---|")
-    for name, said, seen, top1, mrr in rows:
-        print(f"| {name} | {said:.2f} | {seen:.2f} | {top1:.2f} | {mrr:.2f} | {top1 / base:.2f} |")
-    for name, m in misses.items():
-        print(f"\nmisses ({name}): " + "; ".join(m))
+    enc = load_text_encoder()
+    queries = [("said", q, v) for q, v in SAID] + [("seen", q, v) for q, v in SEEN]
+    emb = enc.encode([q for _, q, _ in queries])
+    rows = []
+    for name, ranking in RANKINGS.items():
+        found = []
+        for (kind, q, want), e in zip(queries, emb):
+            hits = rank(e, seg, top=len(seg), query=q, ranking=ranking)
+            videos = list(dict.fromkeys(Path(h.path).stem for h in hits))
+            rr = 1.0 / (videos.index(want) + 1) if want in videos else 0.0
+            found.append({"kind": kind, "query": q, "want": want, "first": videos[0] if videos else None, "rr": rr})
+        rows.append({"ranking": name, "queries": found})
+    return {"analyse_s": analyse_s, "rows": rows}
+
+
+def render(record: dict[str, Any]) -> str:
+    def top1(qs):
+        return float(np.mean([q["rr"] == 1.0 for q in qs]))
+
+    rows = record["rows"]
+    base = top1(next(r for r in rows if r["ranking"] == BASELINE)["queries"])
+    misses = [f"{q['query']!r} (first: {q['first']}, wanted {q['want']})"
+              for q in next(r for r in rows if r["ranking"] == DEFAULT)["queries"] if q["rr"] < 1.0]
+    title = (f"**Search quality** (`benchmarks/{NAME}.py`): {len(VIDEOS)} videos whose picture and speech are about "
+             f"different things; {len(SAID)} paraphrased \"said\" queries, {len(SEEN)} \"seen\" queries; top-1 = the "
+             f"right video ranked first; MRR = mean reciprocal rank; rankings side by side on one report, against "
+             f"\"{BASELINE}\" (analysis took {record['analyse_s']:.0f} s). Missed by \"{DEFAULT}\": "
+             + ("; ".join(misses) if misses else "none") + ".")
+    cells = []
+    for r in rows:
+        qs = r["queries"]
+        t = top1(qs)
+        cells.append((r["ranking"], f"{top1([q for q in qs if q['kind'] == 'said']):.2f}",
+                      f"{top1([q for q in qs if q['kind'] == 'seen']):.2f}", f"{t:.2f}",
+                      f"{np.mean([q['rr'] for q in qs]):.2f}", f"{t / base:.2f}" if base else "-"))
+    return block(title, record["machine"], COLUMNS, cells)
+
+
+def main() -> int:
+    args = parser(NAME, __doc__).parse_args()
+    m = machine()
+    publish({"benchmark": NAME, "machine": m, **measure()}, render, args.json)
     return 0
 
 

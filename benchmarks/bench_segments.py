@@ -1,31 +1,32 @@
 """Shot detection and segment plans against videos with known cuts and speech.
 
-    .venv/bin/python benchmarks/bench_segments.py [--keep DIR]
+    .venv/bin/python benchmarks/bench_segments.py [--keep DIR] [--json PATH]
 
 Makes a few videos (real photos, pans, hard cuts, fades, variable frame rate) with
 bundled English speech laid so that several cuts fall inside sentences; finds the cuts
 with ``vidan.shots.ShotDetector`` on frames scanned at 8 fps, 96 px wide; gets word
-times from the bundled Whisper base model; then plans segments three ways and prints,
-as markdown:
+times from the bundled Whisper base model; then plans segments three ways and prints
+one markdown table, with the true cut times themselves as a reference row:
 
 * boundaries against the true cuts (precision / recall / F1 at 0.5 s; hard cuts and
   fades apart and together). Length splits and fixed windows are not cuts, so they
   count against precision: that is the price of the plan, shown on purpose;
 * words cut by a boundary (a word with a boundary strictly inside it);
-* detector time per minute of video (decoding apart).
+* F1 against the fixed windows (the plan that looks at nothing), measured in the same run;
+* detector time per minute of video (decoding apart), in the table's title.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
+from _common import block, header, machine, parser, publish
 
 from vidan import synth
 from vidan.config import AsrConfig, SegmentConfig, ShotConfig
@@ -34,6 +35,10 @@ from vidan.segments import boundary_cuts_word, plan_segments
 from vidan.shots import ShotDetector
 from vidan.synth import Scene
 
+NAME = "bench_segments"
+COLUMNS = ("boundaries from", "P", "R", "F1", "P cut", "R cut", "P fade", "R fade", "segments", "words cut",
+           "F1 vs fixed")
+HEADER = header(COLUMNS)
 TOLERANCE_S = 0.5
 SCAN_FPS = 8.0
 SCAN_WIDTH = 96
@@ -188,27 +193,33 @@ def fmt(x: Optional[float]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(NAME, __doc__)
     ap.add_argument("--keep", type=Path, help="write the videos here and keep them")
+    ap.add_argument("--only", choices=[c.name for c in cases()], help="one video only (a quick check, not a result)")
     args = ap.parse_args(argv)
+    m = machine()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        return run(folder)
+        record = run(folder, [c for c in cases() if args.only in (None, c.name)])
+    publish({"benchmark": NAME, "machine": m, **record}, render, args.json)
+    return 0
 
 
-def run(folder: Path) -> int:
-    t_start = time.perf_counter()
+def run(folder: Path, todo: list[Case]) -> dict[str, Any]:
     words_src = WordSource()
-    seg_cfg = SegmentConfig()
-    rows = {name: {k: Tally() for k in ("all", "cut", "fade")} for name in ("detector", *PLANS)}
-    words_cut = {name: 0 for name in ("truth", *PLANS)}
-    n_segments = {name: 0 for name in PLANS}
+    default = SegmentConfig()
+    names = {"truth": "true cut times (reference)", "detector": "ShotDetector cuts",
+             **{p: f"plan {p}" + (" (default)" if p == default.plan else "") for p in PLANS}}
+    tallies = {name: {k: Tally() for k in ("all", "cut", "fade")} for name in names}
+    words_cut = {name: 0 for name in names}
+    n_segments: dict[str, Optional[int]] = {name: 0 for name in names}
+    n_segments["detector"] = None
     n_words = 0
     total_s = decode_s = detect_s = 0.0
     n_frames = 0
     details = []
-    for case in cases():
+    for case in todo:
         path = make(case, folder)
         frames, dt = scan(path)
         decode_s += dt
@@ -223,43 +234,55 @@ def run(folder: Path) -> int:
         truth = case.truth()
         words = words_src.words(path)
         n_words += len(words)
+        score([(c.t_s, c.kind) for c in truth], truth, tallies["truth"])
         words_cut["truth"] += boundary_cuts_word([c.t_s for c in truth], words)
-        score([(c.t_s, c.kind) for c in cuts], truth, rows["detector"])
-        details.append(f"- {case.name}: truth {[(round(c.t_s, 2), c.kind) for c in truth]}; "
-                       f"found {[(round(c.t_s, 2), c.kind) for c in cuts]}; {len(words)} words")
+        n_segments["truth"] += len(truth) + 1
+        score([(c.t_s, c.kind) for c in cuts], truth, tallies["detector"])
+        words_cut["detector"] += boundary_cuts_word([c.t_s for c in cuts], words)
+        detail = {"video": case.name, "duration_s": case.duration_s, "words": len(words),
+                  "truth": [(round(c.t_s, 2), c.kind) for c in truth],
+                  "found": [(round(c.t_s, 2), c.kind) for c in cuts]}
         times = [t for t, _ in frames]
         for plan in PLANS:
-            cfg = SegmentConfig(plan=plan, window_s=seg_cfg.window_s, min_s=seg_cfg.min_s, max_s=seg_cfg.max_s,
-                                pause_search_s=seg_cfg.pause_search_s)
-            segs = plan_segments(case.duration_s, cfg, cuts, words, times)
+            segs = plan_segments(case.duration_s, replace(default, plan=plan), cuts, words, times)
             kind = {"shot_cut": "cut", "fade": "fade"}
             found = [(s.start_s, kind.get(s.reason, s.reason)) for s in segs[1:]]
-            score(found, truth, rows[plan])
+            score(found, truth, tallies[plan])
             words_cut[plan] += boundary_cuts_word([s.start_s for s in segs[1:]], words)
             n_segments[plan] += len(segs)
-            details.append(f"  - {plan}: {[(round(s.start_s, 2), s.reason) for s in segs[1:]]}")
+            detail[plan] = [(round(s.start_s, 2), s.reason) for s in segs[1:]]
+        details.append(detail)
+    rows = [{"key": k, "name": names[k], **{kind: vars(t) for kind, t in tallies[k].items()},
+             "segments": n_segments[k], "words_cut": words_cut[k]} for k in names]
+    return {"params": {"tolerance_s": TOLERANCE_S, "scan_fps": SCAN_FPS, "scan_width": SCAN_WIDTH,
+                       "videos": [c.name for c in todo], "video_s": total_s, "words_from": words_src.how},
+            "rows": rows, "n_words": n_words, "n_frames": n_frames, "detect_s": detect_s, "decode_s": decode_s,
+            "details": details}
 
-    print(f"## Segment benchmark ({total_s:.0f} s of video in {len(cases())} files, "
-          f"tolerance {TOLERANCE_S} s, default configs; words from {words_src.how})\n")
-    print("| boundaries from | P | R | F1 | P cut | R cut | P fade | R fade | segments | words cut |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, t in rows.items():
-        p, r, f = t["all"].prf()
-        pc, rc, _ = t["cut"].prf()
-        pf, rf, _ = t["fade"].prf()
-        segs = str(n_segments.get(name, "-"))
-        wc = f"{words_cut[name]} / {n_words}" if name in words_cut else "-"
-        print(f"| {name} | {fmt(p)} | {fmt(r)} | {fmt(f)} | {fmt(pc)} | {fmt(rc)} | {fmt(pf)} | {fmt(rf)} | {segs} | {wc} |")
-    print(f"\nWords cut by the true cut times themselves: {words_cut['truth']} / {n_words} "
-          "(cuts placed inside sentences on purpose).\n")
-    minutes = total_s / 60
-    print("| timing | per minute of video |")
-    print("|---|---|")
-    print(f"| ShotDetector ({n_frames} frames at ~{SCAN_FPS:g} fps, {SCAN_WIDTH} px) | {detect_s / minutes:.3f} s |")
-    print(f"| PyAV decode + scan to {SCAN_WIDTH} px (for reference) | {decode_s / minutes:.3f} s |")
-    print("\n" + "\n".join(details))
-    print(f"\n(total benchmark time {time.perf_counter() - t_start:.1f} s)")
-    return 0
+
+def render(record: dict[str, Any]) -> str:
+    p = record["params"]
+    minutes = p["video_s"] / 60
+    title = (f"**Segment boundaries** (`benchmarks/{NAME}.py`): {p['video_s']:.0f} s of generated video in "
+             f"{len(p['videos'])} file(s) ({', '.join(p['videos'])}; `-vfr`: variable frame rate) with known "
+             "hard cuts and fades, cuts placed inside sentences on purpose; precision/recall at "
+             f"{p['tolerance_s']:g} s; words from {p['words_from']}; default configs. Length splits and "
+             "fixed windows are not cuts and count against precision. Words cut: words with a boundary "
+             "strictly inside them. F1 against the fixed windows, measured in the same run. ShotDetector: "
+             f"{record['detect_s'] / minutes:.3f} s per minute of video ({record['n_frames']} frames at "
+             f"~{p['scan_fps']:g} fps, {p['scan_width']} px wide), on top of "
+             f"{record['decode_s'] / minutes:.3f} s per minute for the PyAV decode and scan.")
+    base = Tally(**next(r for r in record["rows"] if r["key"] == "fixed")["all"]).prf()[2]
+    cells = []
+    for r in record["rows"]:
+        p_all, r_all, f_all = Tally(**r["all"]).prf()
+        pc, rc, _ = Tally(**r["cut"]).prf()
+        pf, rf, _ = Tally(**r["fade"]).prf()
+        vs = f"{f_all / base:.2f}" if base and f_all is not None else "-"
+        segs = "-" if r["segments"] is None else str(r["segments"])
+        cells.append((r["name"], fmt(p_all), fmt(r_all), fmt(f_all), fmt(pc), fmt(rc), fmt(pf), fmt(rf), segs,
+                      f"{r['words_cut']} / {record['n_words']}", vs))
+    return block(title, record["machine"], COLUMNS, cells)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """What each stage costs on one minute of video, against the limit that bounds it.
 
-Generates a 60 s 640x360 video (photos with pans, a hard cut every 10 s, speech under
-it), then times each stage in this process: the decode limit (``ffmpeg -an -f null``,
-a full decode with nothing else), vidan's frame stage with each backend (decode + shot
-scan + model-size frames), the image model on the sampled frames, audio extraction,
-voice activity, Whisper and the finishing stage. Prints seconds, x real time, and the
-frame stage's cost as a multiple of the decode limit.
+Generates a 640x360 30 fps video (photos, a hard cut every 10 s, speech under it), then
+times each stage once in this process: the decode limit (``ffmpeg -an -f null``, a full
+decode with nothing else: the baseline), vidan's frame stage with each backend (decode +
+shot scan + model-size frames), the image model on the sampled frames, audio
+extraction, voice activity, Whisper and the finishing stage. Prints one markdown table:
+seconds, x real time, and each stage's cost as a multiple of the decode limit.
 
-    .venv/bin/python benchmarks/bench_stages.py
+    .venv/bin/python benchmarks/bench_stages.py [--seconds 60] [--json PATH]
 """
 
 from __future__ import annotations
@@ -16,23 +16,25 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+from _common import block, header, machine, parser, publish
 
-from vidan import synth
-from vidan.config import Config
-from vidan.media.ffmpeg_bin import ffmpeg_exe
-from vidan.synth import Scene
-
-DURATION = 60.0
+NAME = "bench_stages"
+COLUMNS = ("stage", "output", "seconds", "x real time", "vs decode limit")
+HEADER = header(COLUMNS)
+SCENE_S = 10.0
 
 
-def build(folder: Path) -> Path:
+def build(folder: Path, n_scenes: int) -> Path:
+    from vidan import synth
+    from vidan.synth import Scene
+
     names = ["coffee", "chelsea", "rocket", "astronaut"]
-    scenes = [Scene(10.0, synth.photo(names[i % 4])) for i in range(6)]
+    scenes = [Scene(SCENE_S, synth.photo(names[i % 4])) for i in range(n_scenes)]
     clips = synth.speech_names()
-    audio = synth.concat_audio(folder / "a.wav", [(i * 10.0 + 0.5, synth.speech_clip(clips[i % len(clips)]))
-                                                  for i in range(6)])
+    audio = synth.concat_audio(folder / "a.wav", [(i * SCENE_S + 0.5, synth.speech_clip(clips[i % len(clips)]))
+                                                  for i in range(n_scenes)])
     return synth.write_video(folder / "minute.mp4", scenes, size=(640, 360), fps=30, audio=audio)
 
 
@@ -42,9 +44,11 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
-def main() -> int:
+def measure(n_scenes: int) -> list[dict[str, Any]]:
     from vidan.assemble import VideoParts
+    from vidan.config import Config
     from vidan.media.audio import extract_audio
+    from vidan.media.ffmpeg_bin import ffmpeg_exe
     from vidan.media.probe import probe
     from vidan.models.audio_features import speech_spans
     from vidan.records import Span
@@ -52,40 +56,62 @@ def main() -> int:
 
     cfg = Config()
     rows = []
+
+    def row(stage: str, output: str, seconds: float) -> None:
+        rows.append({"stage": stage, "output": output, "seconds": seconds})
+
     with tempfile.TemporaryDirectory(prefix="vidan-stages-") as tmp:
-        path = build(Path(tmp))
+        path = build(Path(tmp), n_scenes)
         info = probe(path)
         span = Span(0.0, info.duration_s)
-        _, limit = timed(lambda: subprocess.run([ffmpeg_exe(), "-v", "error", "-threads", "1", "-i", str(path), "-an",
-                                                 "-f", "null", "-"], check=True))
-        rows.append(("decode limit: ffmpeg full decode, 1 thread", limit, "1.00"))
+        _, s = timed(lambda: subprocess.run([ffmpeg_exe(), "-v", "error", "-threads", "1", "-i", str(path), "-an",
+                                             "-f", "null", "-"], check=True))
+        row("decode limit: ffmpeg full decode, 1 thread", "", s)
         for backend in ("decord", "pyav"):
             c = cfg.replace(frames={"backend": backend})
             (decoded, cuts), s = timed(lambda: scan_part(str(path), info, span, c))
-            rows.append((f"frames: {backend} decode + shot scan + sampling ({len(decoded.times_s)} frames, "
-                         f"{len(cuts)} cuts)", s, f"{s / limit:.2f}"))
+            row(f"frames: {backend} decode + shot scan + sampling", f"{len(decoded.times_s)} frames, {len(cuts)} cuts",
+                s)
         visual = VisualStage(cfg, "cpu")
         job = PartJob("v", str(path), info, span, 0, 1)
         part, s = timed(lambda: visual(job))
-        rows.append(("visual stage: isolated decode + EfficientNet-Lite0", s, f"{s / limit:.2f}"))
-        _, s = timed(lambda: visual.classifier.probs(np.zeros((60, 224, 398, 3), np.uint8)))
-        rows.append(("image model alone, 60 frames", s, ""))
+        row("visual stage: isolated decode + EfficientNet-Lite0", f"{len(part.times_s)} frames", s)
+        _, s = timed(lambda: visual.classifier.probs(decoded.images))
+        row("image model alone, on the sampled frames", f"{len(decoded.images)} frames", s)
         (samples, _), s = timed(lambda: extract_audio(str(path), info, span))
-        rows.append(("audio extraction (ffmpeg to 16 kHz mono)", s, ""))
-        _, s = timed(lambda: speech_spans(samples))
-        rows.append(("voice activity (Silero)", s, ""))
+        row("audio extraction (ffmpeg to 16 kHz mono)", f"{len(samples) / 16000:.1f} s of audio", s)
+        spans, s = timed(lambda: speech_spans(samples))
+        row("voice activity (Silero)", f"{len(spans)} speech spans", s)
         audio = AudioStage(cfg, "cpu")
         apart, s = timed(lambda: audio(job))
-        rows.append((f"audio stage: extraction + VAD + Whisper base ({len(apart.words)} words)", s, ""))
+        row("audio stage: extraction + VAD + Whisper base", f"{len(apart.words)} words", s)
         finish = FinishStage(cfg, "cpu")
         parts = VideoParts(info, frames=[part], audio=[apart], transcribed=True)
         (seg_rows, _), s = timed(lambda: finish("v", str(path), parts, {"config_hash": "x", "run_id": "r"}))
-        rows.append((f"finish stage: plan, embed, fuse, tag ({len(seg_rows)} segments)", s, ""))
-    print(f"\nStage costs on {DURATION:.0f} s of 640x360 30 fps video with speech (one process, CPU)\n")
-    print("| stage | seconds | x real time | vs decode limit |")
-    print("|---|---|---|---|")
-    for name, s, ratio in rows:
-        print(f"| {name} | {s:.2f} | {DURATION / s:.1f} | {ratio} |")
+        row("finish stage: plan, embed, fuse, tag", f"{len(seg_rows)} segments", s)
+    return rows
+
+
+def render(record: dict[str, Any]) -> str:
+    duration = record["params"]["duration_s"]
+    limit = record["rows"][0]["seconds"]
+    title = (f"**Stage costs** (`benchmarks/{NAME}.py`): {duration:g} s of 640x360 30 fps video with speech and a "
+             f"hard cut every {SCENE_S:g} s; each stage timed once in one process on the CPU, against the decode "
+             "limit (a full ffmpeg decode of the same file) measured in the same run.")
+    rows = [(r["stage"], r["output"], f"{r['seconds']:.2f}", f"{duration / r['seconds']:.1f}",
+             f"{r['seconds'] / limit:.2f}") for r in record["rows"]]
+    return block(title, record["machine"], COLUMNS, rows)
+
+
+def main() -> int:
+    ap = parser(NAME, __doc__)
+    ap.add_argument("--seconds", type=float, default=60.0, help="video length, rounded to whole 10 s scenes")
+    args = ap.parse_args()
+    n_scenes = max(1, round(args.seconds / SCENE_S))
+    m = machine()
+    rows = measure(n_scenes)
+    publish({"benchmark": NAME, "machine": m, "params": {"duration_s": n_scenes * SCENE_S}, "rows": rows},
+            render, args.json)
     return 0
 
 
