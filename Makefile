@@ -30,6 +30,8 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+# Each script prints one markdown table (paste it, unedited, into README.md) and writes the
+# same figures to benchmarks/results/<name>.json; tests/test_docs.py compares the two.
 bench: $(STAMP)
 	$(PY) benchmarks/bench_stages.py
 	$(PY) benchmarks/bench_memory.py
