@@ -11,6 +11,19 @@ import os
 from vidan.config import Config
 
 
+def worker_logging() -> None:
+    """Ray gives a worker process no logging setup, so a vidan warning or error reached the
+    worker's log file (and with --debug the console) as bare text that does not say it is
+    an error. Give vidan's records the command line's format there."""
+    import logging
+
+    log = logging.getLogger("vidan")
+    if not log.handlers:
+        handler = logging.StreamHandler()  # stderr, which Ray writes to the worker's .err file
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+
+
 def _threads(n: int) -> None:
     if n > 0:
         os.environ.setdefault("OMP_NUM_THREADS", str(n))
@@ -21,6 +34,7 @@ def _threads(n: int) -> None:
 
 class VisualActor:
     def __init__(self, config: Config, device: str, threads: int):
+        worker_logging()
         _threads(threads)
         from vidan.stages import VisualStage
 
@@ -35,6 +49,7 @@ class VisualActor:
 
 class AudioActor:
     def __init__(self, config: Config, device: str, threads: int):
+        worker_logging()
         _threads(threads)
         from vidan.stages import AudioStage
 
@@ -49,6 +64,7 @@ class AudioActor:
 
 class FinishActor:
     def __init__(self, config: Config, device: str, threads: int):
+        worker_logging()
         _threads(threads)
         from vidan.stages import FinishStage
 
