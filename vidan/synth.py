@@ -244,3 +244,19 @@ def lavfi(path: Union[str, Path], source: str, duration_s: float, *extra: str) -
     """``ffmpeg -f lavfi -i SOURCE -t DURATION [extra] PATH`` for quick synthetic inputs."""
     run_ffmpeg(["-f", "lavfi", "-i", source, "-t", f"{duration_s}", *extra, str(path)])
     return Path(path)
+
+
+def join_without_reencoding(path: Union[str, Path], clips: Sequence[Union[str, Path]]) -> Path:
+    """Join clips end to end with ffmpeg's concat demuxer and ``-c copy``, as users do.
+
+    Each clip's times are shifted to start where the one before ends, so clips at
+    different frame rates make one piecewise-constant variable-rate stream.
+    """
+    path = Path(path)
+    listing = path.with_name(path.stem + ".concat.txt")
+    listing.write_text("".join(f"file '{Path(c).resolve()}'\n" for c in clips), encoding="utf-8")
+    try:
+        run_ffmpeg(["-f", "concat", "-safe", "0", "-i", listing, "-c", "copy", path])
+    finally:
+        listing.unlink()
+    return path

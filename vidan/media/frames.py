@@ -303,25 +303,63 @@ class _Picker:
             notes.append(f"first video frame at {self.first_t:.1f} s, span starts at {self.span.start_s:.1f} s")
         if self.out_of_order:
             notes.append(f"{self.out_of_order} frames with out-of-order timestamps dropped")
-        missing = _missing_frames(self.seen, rate)
+        # An AVI marks a frame its writer did not store (a capture drop, an encoder holding
+        # back a B-frame) with an empty chunk: the picture before stays, nothing is lost.
+        missing = 0 if _decode_clock(info.container) else _missing_frames(self.seen)
         if missing:
             notes.append(f"{missing} frames missing (gaps in a constant-rate stream)")
         return notes
 
 
-def _missing_frames(times: list[float], rate: Optional[Fraction]) -> int:
-    """Frames absent from a constant-rate stream: decoders conceal damage by dropping them.
+# A hole is one gap that is a whole multiple of the spacing the frames keep on *both*
+# sides of it. Each side must show that spacing over several gaps: a rate that changes
+# (piecewise-constant, slowly varying, phone VFR) never has the same regular spacing on
+# both sides of one long gap, so only real holes in a constant-rate run count.
+_RUN_GAPS = 8  # gaps looked at on each side of a candidate hole
+_MIN_REGULAR = 3  # of those, at least this many (and three quarters) at the run's spacing
+_TICK_S = 1.2e-3  # millisecond time bases round each time by up to 0.5 ms, so a gap by 1 ms
 
-    Variable-rate streams have no expected spacing, so nothing is claimed for them.
+
+def _missing_frames(times: list[float]) -> int:
+    """Frames absent from constant-rate runs: decoders conceal damage by dropping them.
+
+    Decided from the frame times alone, not from the container's nominal rate (which
+    for a variable-rate file is only an average). Limit: a stream that stores frames
+    only when the picture changes, on a fixed clock (some screen recordings), looks
+    like a constant-rate stream with holes, and is reported as one.
     """
-    if rate is None or len(times) < 4:
+    gaps = np.diff(np.asarray(times, np.float64))
+    missing = 0
+    if len(gaps) < 2 * _MIN_REGULAR + 1:
         return 0
-    step = 1 / float(rate)
-    gaps = np.diff(np.asarray(times))
-    if np.mean(np.abs(gaps - step) < 0.1 * step) < 0.9:
-        return 0
-    holes = gaps[gaps > 1.5 * step]
-    return int(np.sum(np.round(holes / step) - 1))
+    neighbour = np.minimum(np.r_[np.inf, gaps[:-1]], np.r_[gaps[1:], np.inf])
+    for i in np.flatnonzero(gaps > 1.5 * neighbour):  # only long gaps can be holes
+        gap = gaps[i]
+        before = _run_step(gaps[max(0, i - _RUN_GAPS):i])
+        after = _run_step(gaps[i + 1:i + 1 + _RUN_GAPS])
+        if before is None or after is None or abs(before - after) > _tolerance(before):
+            continue
+        step = (before + after) / 2
+        multiple = gap / step
+        whole = round(multiple)
+        if whole >= 2 and abs(multiple - whole) <= 0.25:
+            missing += whole - 1
+    return missing
+
+
+def _run_step(gaps: np.ndarray) -> Optional[float]:
+    """The spacing of a constant-rate run, or None when these gaps are not one."""
+    if len(gaps) < _MIN_REGULAR:
+        return None
+    step = float(np.median(gaps))
+    regular = gaps[np.abs(gaps - step) <= _tolerance(step)]
+    if len(regular) < max(_MIN_REGULAR, 0.75 * len(gaps)):
+        return None
+    return float(regular.mean())
+
+
+def _tolerance(step: float) -> float:
+    return _TICK_S + 0.02 * step
 
 
 def _frames_expected(info: MediaInfo, span: Span) -> Optional[int]:
@@ -373,6 +411,22 @@ def _pyav_rgb(frame, size: tuple[int, int], rotation: int) -> np.ndarray:
     return upright(img, rotation)
 
 
+# Containers that store one frame per tick of a fixed clock and no presentation times.
+# ffmpeg guesses presentation times for them, wrongly once frames are reordered
+# (B-frames: DivX/Xvid and H.264 in AVI); the decode clock is exact instead.
+_DECODE_CLOCK_FORMATS = {"avi"}
+
+
+def _decode_clock(format_name: Optional[str]) -> bool:
+    return bool(set((format_name or "").split(",")) & _DECODE_CLOCK_FORMATS)
+
+
+def _reorder_depth(codec_context) -> int:
+    """Frames a decoder holds back to put them in display order (0 without B-frames)."""
+    depth = getattr(codec_context, "reorder_depth", None)  # PyAV >= 14
+    return int(depth if depth is not None else bool(codec_context.has_b_frames))
+
+
 class _PyAVDecoder:
     """Decode one video stream, skipping packets the decoder or demuxer rejects."""
 
@@ -382,6 +436,7 @@ class _PyAVDecoder:
         from vidan.media.probe import _exact_rate
 
         self.container, self.stream = container, stream
+        self.decode_clock = _decode_clock(container.format.name)
         self.tb = stream.time_base or Fraction(1, 90000)
         self.rate = _exact_rate(stream) or Fraction(25)
         self.start, self.size, self.rotation = start, size, rotation
@@ -420,10 +475,22 @@ class _PyAVDecoder:
                     return
 
     def _timed(self, frame):
-        ts = frame.pts if frame.pts is not None else frame.dts
+        if self.decode_clock:
+            # A frame leaves the decoder, in display order, when the packet ``depth`` ticks
+            # after its own slot goes in, and carries that packet's tick: one tick per
+            # frame, gaps (dropped-frame chunks) kept.
+            ts = frame.dts
+            if ts is not None:
+                ts -= _reorder_depth(self.stream.codec_context)
+        else:
+            ts = frame.pts if frame.pts is not None else frame.dts
         if ts is not None:
             self.timed += 1
             at = ts * self.tb - self.start
+            has_time = True
+        elif self.decode_clock and self._last is not None:
+            # the last ``depth`` frames come out after the last packet: one tick each
+            at = self._last + (frame.duration * self.tb if frame.duration else 1 / self.rate)
             has_time = True
         else:
             # Raw streams and broken AVIs: place the frame one duration after the last.
@@ -551,6 +618,9 @@ def _stream_clock(path: str) -> tuple[Fraction, int]:
             s = _video_stream(c)
         if s is None:
             raise MediaError(STAGE_DECODE, "no video stream")
+        if _decode_clock(c.format.name) and _reorder_depth(s.codec_context):
+            # decord times frames by ffmpeg's guessed presentation times
+            raise TimestampError(f"{c.format.name} with reordered frames has no presentation timestamps")
         return Fraction(s.time_base or Fraction(1, 90000)), int(s.start_time or 0)
 
 
