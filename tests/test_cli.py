@@ -1,14 +1,12 @@
 """The command line's contract: exit codes and clear errors for things a user gets wrong."""
 
-import subprocess
-import sys
-
 import pytest
+
+from log_guard import run_vidan
 
 
 def vidan(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "vidan", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+    return run_vidan(*args, cwd=cwd, timeout=300)  # an ERROR on its stderr fails the test
 
 
 def test_version_and_help():

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from log_guard import check_stderr
 from vidan import load_report, synth
 from vidan.synth import Scene
 
@@ -40,6 +41,7 @@ def test_analyze_on_a_two_node_cluster(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    check_stderr(proc.stderr, what="vidan analyze --address")  # the command's stderr, passed through
     rep = load_report(out)
     assert sorted(rep.videos.status) == ["ok", "ok"]
     assert rep.segments.transcript.notna().sum() >= 1

@@ -167,9 +167,8 @@ def test_a_user_taxonomy_replaces_the_default_classes(folder, tmp_path):
     """`vidan analyze --taxonomy FILE`: the user's classes tag the segments, the bundled ones
     never do."""
     import shutil
-    import subprocess
-    import sys
 
+    from log_guard import run_vidan
     from vidan.tags import load_taxonomy
 
     src = tmp_path / "in"
@@ -178,8 +177,7 @@ def test_a_user_taxonomy_replaces_the_default_classes(folder, tmp_path):
     shutil.copy(folder / "sub" / "cat nap.mkv", src)
     tax = tmp_path / "mine.yaml"
     tax.write_text(USER_TAXONOMY)
-    proc = subprocess.run([sys.executable, "-m", "vidan", "analyze", str(src), "--out", str(tmp_path / "out"),
-                           "--taxonomy", str(tax), "--local", "--quiet"], capture_output=True, text=True, timeout=600)
+    proc = run_vidan("analyze", src, "--out", tmp_path / "out", "--taxonomy", tax, "--local", "--quiet", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = vidan.load_report(tmp_path / "out")
     classes = {row.path.rsplit("/", 1)[-1]: [t["label"] for t in row.tags if t["kind"] == "classification"]
@@ -268,12 +266,12 @@ def test_shot_cuts_and_segment_starts_follow_the_edit(report):
 
 def test_search_cli_json_lines(report):
     import json
-    import subprocess
-    import sys
+
+    from log_guard import run_vidan
 
     summary, _ = report
-    proc = subprocess.run([sys.executable, "-m", "vidan", "search", "a cat asleep on the sofa", "--reports",
-                           str(summary.out), "--top", "3", "--json"], capture_output=True, text=True, timeout=300)
+
+    proc = run_vidan("search", "a cat asleep on the sofa", "--reports", summary.out, "--top", "3", "--json")
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(lines) == 3
