@@ -93,7 +93,8 @@ def machine_line(m: dict[str, Any]) -> str:
     cores = f"{m['cores']} cores" + (f" ({m['usable_cores']} usable)" if m["usable_cores"] != m["cores"] else "")
     packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
     return (f"Machine: {cores}, {m['memory_gib']} GiB memory, {m['cpu']}; Python {m['python']}, {packages}, "
-            f"ffmpeg {m['ffmpeg']}; commit {m['commit']}; run {m['started_utc']}, load {m['load_1min']} at start.")
+            f"ffmpeg {m['ffmpeg']}; commit {m['commit']}; run {m['started_utc']}; 1-minute load average "
+            f"{m['load_1min']} at start, {m.get('load_1min_end')} at end.")
 
 
 def header(columns: Sequence[str]) -> str:
@@ -124,6 +125,7 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
 
 def publish(record: dict[str, Any], render, path: Path) -> None:
     """Print the table and write the figures it was made from."""
+    record["machine"]["load_1min_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     # the table is rendered from the JSON as written, so the file alone reproduces the output
     record = json.loads(json.dumps(record))
     print(render(record))
