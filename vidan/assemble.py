@@ -2,10 +2,18 @@
 
 Pure logic over ``FramePart``/``AudioPart`` (numpy only). The models that turn these
 features into embeddings and tags are applied by ``vidan.stages.FinishStage``.
+
+Audio parts overlap: each is heard with ``PART_CONTEXT_S`` of context on both sides,
+so a word cut by a part boundary is whole in both transcripts. An ``AudioPart`` keeps
+every word it heard, context included; everything else it carries (voice activity,
+loudness, acoustic features, decoded seconds) covers its own span only, so nothing is
+counted twice. ``stitch_words`` joins neighbouring transcripts where neither heard a
+word, so each word is kept exactly once.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -14,7 +22,18 @@ import numpy as np
 
 from vidan.config import Config
 from vidan.records import AudioPart, Cut, FramePart, MediaInfo, Segment, Span, Word
-from vidan.segments import plan_segments, words_in
+from vidan.segments import EPS, plan_segments, words_in
+from vidan.wer import normalise_words
+
+# Context decoded on each side of an audio part (by ``vidan.stages.AudioStage``).
+PART_CONTEXT_S = 5.0
+# Two overlapping transcripts are joined within this distance of the part boundary: far
+# enough inside both parts' audio that neither heard it cut off at an edge.
+JOIN_SEARCH_S = 2.5
+# A pause this long is as good a joint as any; shorter ones are taken only when needed.
+_GOOD_PAUSE_S = 0.3
+# One word heard by both parts: its two time estimates differ by less than this.
+_SAME_WORD_S = 0.5
 
 
 @dataclass
@@ -47,7 +66,7 @@ class VideoParts:
 
     @property
     def words(self) -> list[Word]:
-        return sorted((w for p in self.audio for w in p.words), key=lambda w: w.start_s)
+        return stitch_words(self.audio, self.info.duration_s)
 
     @property
     def frame_times(self) -> np.ndarray:
@@ -73,6 +92,65 @@ class VideoParts:
             return None, None
         lang = votes.most_common(1)[0][0]
         return lang, prob[lang]
+
+
+def stitch_words(parts: Sequence[AudioPart], duration_s: float) -> list[Word]:
+    """The words of overlapping audio parts, each kept once, in time order.
+
+    Between two neighbouring parts the joint is a time that no word of either part
+    straddles, near the boundary (a pause both heard); each part gives the words whose
+    midpoint lies on its side. In speech without such a pause, the two transcripts are
+    joined at a word both heard at the same time, kept once; failing that, at the
+    boundary by midpoint. A part whose neighbour failed keeps the words of its own span.
+    """
+    parts = sorted(parts, key=lambda p: p.span.start_s)
+    lo = [p.span.start_s for p in parts]
+    hi = [p.span.end_s for p in parts]
+    if parts and parts[0].span.start_s <= EPS:
+        lo[0] = -math.inf
+    if parts and parts[-1].span.end_s >= duration_s - EPS:
+        hi[-1] = math.inf  # ASR may place the last word a little past the end
+    for i in range(len(parts) - 1):
+        t0 = parts[i].span.end_s
+        if abs(parts[i + 1].span.start_s - t0) <= EPS:
+            hi[i], lo[i + 1] = _joint(parts[i].words, parts[i + 1].words, t0)
+    out = [w for p, a, b in zip(parts, lo, hi) for w in p.words if a <= _mid(w) < b]
+    return sorted(out, key=lambda w: (w.start_s, w.end_s))
+
+
+def _mid(w: Word) -> float:
+    return (w.start_s + w.end_s) / 2
+
+
+def _joint(before: Sequence[Word], after: Sequence[Word], t0: float) -> tuple[float, float]:
+    """(end of what ``before`` keeps, start of what ``after`` keeps), as word midpoints."""
+    lo_w, hi_w = t0 - JOIN_SEARCH_S, t0 + JOIN_SEARCH_S
+    spans = sorted((w.start_s, w.end_s) for w in (*before, *after) if w.end_s > lo_w and w.start_s < hi_w)
+    free = []
+    x = lo_w
+    for a, b in spans:
+        if a >= x:
+            free.append((x, min(a, hi_w)))
+        x = max(x, b)
+    if x <= hi_w:
+        free.append((x, hi_w))
+    if free:
+        def rank(gap):
+            a, b = gap
+            return (min(b - a, _GOOD_PAUSE_S), -max(a - t0, t0 - b, 0.0))
+
+        a, b = max(free, key=rank)
+        edge = min(0.1, (b - a) / 2)
+        t = min(max(t0, a + edge), b - edge)
+        return t, t
+    # No pause: find one word both heard, nearest the boundary, and keep it once.
+    pairs = [(abs(_mid(u) - t0), _mid(u), _mid(v)) for u in before for v in after
+             if lo_w <= _mid(u) <= hi_w and abs(_mid(u) - _mid(v)) < _SAME_WORD_S
+             and normalise_words(u.text) == normalise_words(v.text) and normalise_words(u.text)]
+    if pairs:
+        _, mu, mv = min(pairs)
+        return math.nextafter(mu, math.inf), math.nextafter(mv, math.inf)
+    return t0, t0
 
 
 def gather(parts: VideoParts, cfg: Config) -> list[SegmentFeatures]:
@@ -160,7 +238,9 @@ def _acoustic(parts: Sequence[AudioPart], span: Span) -> Optional[np.ndarray]:
             hop = p.acoustic_hop_s
             a = int((max(span.start_s, p.span.start_s) - p.span.start_s) // hop)
             b = int(np.ceil((min(span.end_s, p.span.end_s) - p.span.start_s) / hop))
-            vals.append(p.acoustic[a:max(b, a + 1)])
+            rows = p.acoustic[a:max(b, a + 1)]
+            if len(rows):  # none where the audio track ended before the span
+                vals.append(rows)
     if not vals:
         return None
     v = np.concatenate(vals).mean(axis=0)

@@ -127,6 +127,17 @@ def plan_parts(duration_s: float, part_s: float) -> list[Span]:
     return [Span(a, b) for a, b in zip(edges, edges[1:])]
 
 
+def with_context(span: Span, duration_s: float, margin_s: float) -> Span:
+    """``span`` widened by ``margin_s`` on each side, kept inside ``[0, duration_s]``.
+
+    A part is decoded with this context so speech cut by its edges is heard whole;
+    what the context yields belongs to the neighbouring part (``vidan.assemble``).
+    """
+    if not (math.isfinite(margin_s) and margin_s >= 0):
+        raise ValueError(f"margin_s must be a non-negative finite number, got {margin_s!r}")
+    return Span(max(0.0, span.start_s - margin_s), max(span.end_s, min(float(duration_s), span.end_s + margin_s)))
+
+
 # --- plans ------------------------------------------------------------------------
 
 

@@ -38,13 +38,20 @@ class PartJob:
 
 
 def scan_part(path: str, info: MediaInfo, span: Span, config: Config):
-    """Decode one part and detect its shots in the same pass. Runs in the isolated child."""
-    from vidan.media.frames import decode_part
-    from vidan.shots import ShotDetector
+    """Decode one part and detect its shots in the same pass. Runs in the isolated child.
 
+    The detector also sees the scan frames on both sides of the part (``shots.context_s``)
+    and reports only the cuts inside it, so each cut is found once, by the part it falls
+    in, as a scan of the whole file finds it: the part boundaries invent none.
+    """
+    from vidan.media.frames import decode_part
+    from vidan.shots import ShotDetector, context_s
+
+    context = context_s(config.shots)
+    scan = Span(max(0.0, span.start_s - context), span.end_s + context)
     detector = ShotDetector(config.shots)
-    decoded = decode_part(path, info, span, config.frames, on_scan=detector.push)
-    return decoded, detector.finish()
+    decoded = decode_part(path, info, span, config.frames, on_scan=detector.push, scan_span=scan)
+    return decoded, [c for c in detector.finish() if span.start_s <= c.t_s < span.end_s]
 
 
 class VisualStage:
@@ -72,8 +79,6 @@ class VisualStage:
             probs = self.classifier.probs(decoded.images).astype(np.float32)
         else:
             probs = np.zeros((0, len(self.classifier.labels)), np.float32)
-        # a cut at the very start of a part is the part boundary, not a shot change
-        cuts = [c for c in cuts if c.t_s > job.span.start_s + 1e-6]
         return FramePart(
             span=job.span, times_s=np.asarray(decoded.times_s, np.float64), probs=probs, cuts=cuts,
             backend=decoded.backend, frames_decoded=decoded.frames_decoded,
@@ -99,27 +104,36 @@ class AudioStage:
             self.model_id = self.asr.model_id
 
     def __call__(self, job: PartJob) -> AudioPart:
+        from vidan.assemble import PART_CONTEXT_S
         from vidan.media.audio import SAMPLE_RATE, extract_audio
         from vidan.models.audio_features import acoustic_embedding, loudness_db, speech_spans
+        from vidan.segments import with_context
 
-        audio, notes = extract_audio(job.path, job.info, job.span, timeout_s=self.config.limits.file_timeout_s)
-        start = job.span.start_s
-        speech = speech_spans(audio, offset_s=start, rate=SAMPLE_RATE)
+        span = job.span
+        # Heard with context, so speech cut by the part boundary is whole; only the words
+        # leave the part's span, and assemble.stitch_words keeps each of them once.
+        heard = with_context(span, job.info.duration_s, PART_CONTEXT_S) if job.n_parts > 1 else span
+        audio, notes = extract_audio(job.path, job.info, heard, timeout_s=self.config.limits.file_timeout_s)
+        first = int(round((span.start_s - heard.start_s) * SAMPLE_RATE))
+        own = audio[first:first + int(round(span.duration_s * SAMPLE_RATE))]
+        heard_speech = speech_spans(audio, offset_s=heard.start_s, rate=SAMPLE_RATE)
+        speech = [Span(max(s.start_s, span.start_s), min(s.end_s, span.end_s))
+                  for s in heard_speech if s.overlap(span) > 0]
         hop = int(ACOUSTIC_HOP_S * SAMPLE_RATE)
-        acoustic = [acoustic_embedding(audio[i:i + hop], rate=SAMPLE_RATE) for i in range(0, len(audio), hop)]
+        acoustic = [acoustic_embedding(own[i:i + hop], rate=SAMPLE_RATE) for i in range(0, len(own), hop)]
         acoustic = [a for a in acoustic if a is not None]
         words, language, lang_p, nsp = [], None, None, None
         # Whisper invents text on music and noise; where voice activity found no speech
         # at all there is nothing to transcribe.
-        if self.asr is not None and speech:
-            t = self.asr.transcribe(audio, offset_s=start, language=self.config.asr.language)
+        if self.asr is not None and heard_speech:
+            t = self.asr.transcribe(audio, offset_s=heard.start_s, language=self.config.asr.language)
             words, language, lang_p, nsp = t.words, t.language, t.language_probability, t.no_speech_prob
         return AudioPart(
-            span=job.span, words=list(words), language=language, language_probability=lang_p,
+            span=span, words=list(words), language=language, language_probability=lang_p,
             no_speech_prob=nsp, speech=speech, loudness_hop_s=0.1,
-            loudness_db=loudness_db(audio, hop_s=0.1, rate=SAMPLE_RATE),
+            loudness_db=loudness_db(own, hop_s=0.1, rate=SAMPLE_RATE),
             acoustic=np.stack(acoustic).astype(np.float32) if acoustic else None, acoustic_hop_s=ACOUSTIC_HOP_S,
-            samples_decoded_s=len(audio) / SAMPLE_RATE, notes=list(notes),
+            samples_decoded_s=len(own) / SAMPLE_RATE, notes=list(notes),
         )
 
 

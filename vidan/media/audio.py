@@ -56,15 +56,50 @@ def extract_audio(path: Union[str, os.PathLike], info: MediaInfo, span: Optional
         # ffmpeg skips corrupt packets and carries on: the samples are usable but incomplete
         notes.append(f"ffmpeg reported: {errors}")
     got_end = start + len(samples) / SAMPLE_RATE
-    # Only the audio stream's own end, from its header, says what the file should hold:
-    # a track shorter than the video is how many files are made, not a loss. Containers
-    # without per-stream durations (Matroska) leave a cut-short track to the video check.
-    want_end = min(end, info.audio_end_s) if info.audio_end_s else None
-    if len(samples) == 0 and (info.audio_end_s is None or start < info.audio_end_s - _SHORT_TOLERANCE_S):
-        notes.append(f"no audio between {start:.1f} s and {min(end, info.duration_s):.1f} s")
-    elif want_end is not None and got_end < want_end - _SHORT_TOLERANCE_S:
-        notes.append(f"audio ends at {got_end:.1f} s of {want_end:.1f} s")
+    if got_end < end - _SHORT_TOLERANCE_S:
+        # ffmpeg fills gaps between packets (aresample) but not one that runs past the
+        # span's end: a stream that sends no packets during silence stops short of it.
+        later = _packet_after(path, info, index, got_end + _SHORT_TOLERANCE_S)
+        if later:
+            samples = np.concatenate([samples, np.zeros(int(round((end - start) * SAMPLE_RATE)) - len(samples),
+                                                        np.float32)])
+            return samples, notes
+        if later is False and len(samples) == 0 and _packet_after(path, info, index, 0.0) is False:
+            notes.append("the audio stream holds no packets")
+            return samples, notes
+    # The audio really ends here. Only the stream's own end, from its header, says what
+    # the file should hold: a track shorter than the video is how many files are made,
+    # not a loss. Containers without per-stream durations (Matroska) leave a cut-short
+    # track to the video check.
+    want_end = info.audio_end_s
+    if want_end is not None and got_end < min(end, want_end) - _SHORT_TOLERANCE_S:
+        if len(samples) == 0:
+            notes.append(f"no audio between {start:.1f} s and {min(end, want_end):.1f} s")
+        else:
+            notes.append(f"audio ends at {got_end:.1f} s of {want_end:.1f} s")
     return samples, notes
+
+
+def _packet_after(path: str, info: MediaInfo, index: int, t: float) -> Optional[bool]:
+    """Whether stream ``index`` has a packet that starts at or after ``t`` (vidan's clock).
+
+    Reads packets only (nothing is decoded) from the last one before ``t``. None when
+    the file cannot be read this way; the caller then keeps what ffmpeg gave.
+    """
+    import av
+
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            stream = container.streams[index]
+            tb = stream.time_base
+            absolute = info.start_time_s + t
+            container.seek(max(0, int(absolute / tb)), stream=stream, backward=True)
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.size and float(packet.pts * tb) >= absolute - 1e-3:
+                    return True
+    except (av.FFmpegError, OSError, IndexError, ValueError):
+        return None
+    return False
 
 
 def _command(path: str, info: MediaInfo, index: int, start: float, end: Optional[float]) -> list[str]:
