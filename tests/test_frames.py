@@ -23,18 +23,18 @@ VFR_TIMES = [0.0, 0.033, 0.5, 0.52, 0.54, 1.3, 1.31, 2.0, 2.04, 2.08, 2.9, 3.0, 
 VFR_TIMES += [round(5.6 + 0.04 * i, 3) for i in range(25)]  # 5.6 .. 6.56 at 25 fps
 
 
-def displayed(times, span, fps, offset):
-    """Reference: for each target, the last frame in the span at or before it (else the first)."""
+def displayed(times, span, fps, offset, origin=None):
+    """Reference: for each target ``origin + (k + offset) / fps`` in the span (origin: the
+    span's start), the last frame in the span at or before it (else the first)."""
+    origin = span.start_s if origin is None else origin
     inside = [t for t in times if span.start_s <= t < span.end_s]
+    targets = [origin + (k + offset) / fps for k in range(int(span.end_s * fps) + 2)]
     picks = []
-    k = 0
-    while span.start_s + (k + offset) / fps < span.end_s:
-        target = span.start_s + (k + offset) / fps
+    for target in (x for x in targets if span.start_s <= x < span.end_s):
         shown = [t for t in inside if t <= target]
         pick = shown[-1] if shown else inside[0]
         if not picks or picks[-1] != pick:
             picks.append(pick)
-        k += 1
     return picks
 
 
@@ -92,8 +92,8 @@ def test_vfr_frames_are_the_ones_displayed_at_each_time(vfr, backend, span):
     # the picture really is that frame, not a neighbour
     assert [synth.read_timecode(img) for img in out.images] == [round(t * 1000) for t in out.times_s]
     assert out.frames_decoded == sum(span.start_s <= t < span.end_s for t in VFR_TIMES)
-    # the shot scanner sees the frame displayed at every 1/8 s step, in order
-    np.testing.assert_allclose([t for t, _ in scans], displayed(VFR_TIMES, span, 8.0, 0.0), atol=1e-6)
+    # the shot scanner sees the frame displayed at every 1/8 s of the file's clock, in order
+    np.testing.assert_allclose([t for t, _ in scans], displayed(VFR_TIMES, span, 8.0, 0.0, origin=0.0), atol=1e-6)
     assert [synth.read_timecode(img) for _, img in scans] == [round(t * 1000) for t, _ in scans]
     assert all(img.shape == (72, 96, 3) and img.dtype == np.uint8 for _, img in scans)
 
@@ -329,3 +329,21 @@ def test_span_after_the_end_is_empty_without_complaint(clip):
         out = decode_part(clip, probe(clip), Span(5.0, 6.0), cfg(backend=backend))
         assert len(out.times_s) == 0 and out.frames_decoded == 0 and out.frames_expected == 0
         assert out.notes == []
+
+
+@pytest.mark.parametrize("backend", BOTH)
+def test_wider_scan_span_feeds_only_the_scanner(clip, backend):
+    info = probe(clip)
+    span, around = Span(1.3, 2.6), Span(0.4, 3.5)
+    plain_scans, wide_scans = [], []
+    plain = decode_part(clip, info, span, cfg(backend=backend), on_scan=lambda t, _: plain_scans.append(t))
+    wide = decode_part(clip, info, span, cfg(backend=backend), on_scan=lambda t, _: wide_scans.append(t),
+                       scan_span=around)
+    # the part's own results do not change...
+    np.testing.assert_array_equal(wide.times_s, plain.times_s)
+    np.testing.assert_array_equal(wide.images, plain.images)
+    assert wide.frames_decoded == plain.frames_decoded == 32 and wide.notes == plain.notes == []
+    # ...the scanner sees the frames around it too, on the same 1/8 s grid of the file
+    assert [t for t in wide_scans if span.start_s <= t < span.end_s] == plain_scans
+    want = [t for t in np.arange(0, 4, 0.04).round(2) if 0.4 <= t < 3.5]
+    np.testing.assert_allclose(wide_scans, [max(x for x in want if x <= g) for g in np.arange(0.5, 3.5, 0.125)])

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -41,6 +40,13 @@ LONG_DARK_S = 3.0
 # fade; bounds what a slowly dimming scene can hide.
 MAX_RAMP_S = 3.0
 _SCORE_KEY = "content_val"
+
+
+def context_s(cfg: ShotConfig) -> float:
+    """How far on each side of a part the detector must see to decide the cuts in it as
+    a scan of the whole file does: a dark stretch short enough to be one boundary, the
+    fade ramps around it, and a neighbouring cut closer than ``min_shot_s``."""
+    return LONG_DARK_S + MAX_RAMP_S + cfg.min_shot_s
 
 
 @dataclass(frozen=True)
@@ -84,10 +90,6 @@ class ShotDetector:
         self._content.process_frame(tc, np.ascontiguousarray(frame_rgb[..., ::-1]))  # it wants BGR
         content = self._stats.get_metrics(tc, [_SCORE_KEY])[0] if index else 0.0
         self._frames.append(_Frame(float(t_s), float(content or 0.0), float(frame_rgb.mean())))
-
-    @property
-    def frame_times(self) -> list[float]:
-        return [f.t for f in self._frames]
 
     def finish(self) -> list[Cut]:
         """The shot boundaries found, sorted, no two closer than ``min_shot_s``."""
@@ -167,10 +169,3 @@ class ShotDetector:
 def _strength(c: Cut) -> tuple[int, float]:
     return (1 if c.kind == "fade" else 0, c.score)
 
-
-def detect_cuts(frames: list[tuple[float, np.ndarray]], cfg: Optional[ShotConfig] = None) -> list[Cut]:
-    """``ShotDetector`` over a list of ``(t_s, rgb)`` frames, for scripts and tests."""
-    det = ShotDetector(cfg or ShotConfig())
-    for t, img in frames:
-        det.push(t, img)
-    return det.finish()

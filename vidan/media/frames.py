@@ -59,14 +59,17 @@ class FrameBackend(Protocol):
 
 
 def decode_part(path, info: MediaInfo, span: Span, cfg: FrameConfig,
-                on_scan: Optional[Callable[[float, np.ndarray], None]] = None) -> DecodedFrames:
+                on_scan: Optional[Callable[[float, np.ndarray], None]] = None,
+                scan_span: Optional[Span] = None) -> DecodedFrames:
     """Sample ``span`` of the video for the image model (and the shot scanner).
 
     Model frames: the frame displayed at ``span.start_s + (k + 0.5) / cfg.sample_fps``
     for each such time inside the span, each frame once; a span shorter than one
     interval still gives its first frame. ``on_scan(t_s, rgb)`` receives, in time
-    order, the frame displayed at every ``1 / cfg.scan_fps`` step, ``cfg.scan_width``
-    pixels wide.
+    order, the frame displayed at every ``k / cfg.scan_fps`` (from the file's start)
+    inside ``scan_span`` (default: ``span``), ``cfg.scan_width`` pixels wide. A scan
+    span wider than ``span`` gives the shot detector the context around a part; only
+    ``span`` counts for the model frames, the frame counts and the notes.
     """
     if not info.has_video:
         raise MediaError(STAGE_DECODE, "no video stream")
@@ -74,7 +77,7 @@ def decode_part(path, info: MediaInfo, span: Span, cfg: FrameConfig,
     if not width or not height:
         width, height = _coded_size(str(path))
     size = model_size(width, height, info.rotation, cfg)
-    picker = _Picker(span, cfg, on_scan)
+    picker = _Picker(span, cfg, on_scan, scan_span)
 
     order = [cfg.backend] + ([n for n in BACKENDS if n != cfg.backend] if cfg.fallback else [])
     failures: list[tuple[str, str]] = []
@@ -202,20 +205,31 @@ class _Picker:
     """Chooses, from frames fed in display order, the ones displayed at the sampling times.
 
     A frame is known to be displayed at time T once the next frame's time is seen to
-    be after T, so the previous frame (``pending``) is held until then. After a backend
-    fails, ``abort`` forgets the pending frame (it belonged to the dead decoder) and the
-    next backend is fed from that frame on.
+    be after T, so the previous frame (``prev``) is held until then. After a backend
+    fails, ``abort`` forgets that frame (it belonged to the dead decoder) and the next
+    backend is fed from that frame on. Frames of the scan span outside ``span`` only
+    go to the scanner.
     """
 
-    def __init__(self, span: Span, cfg: FrameConfig, on_scan):
+    def __init__(self, span: Span, cfg: FrameConfig, on_scan, scan_span: Optional[Span] = None):
         self.span = span
         self.samples = _Clock(span.start_s, cfg.sample_fps, 0.5)
         if self.samples.next() >= span.end_s:  # shorter than one interval: its first frame
             self.samples = _Clock(span.start_s, cfg.sample_fps, 0.0)
-        self.scans = _Clock(span.start_s, cfg.scan_fps, 0.0) if on_scan else None
+        scan = scan_span if (scan_span is not None and on_scan) else span
+        self.scan_end = scan.end_s
+        self.scans = None
+        if on_scan:
+            # One grid for the whole file, whatever the span: parts scan what one pass would.
+            self.scans = _Clock(0.0, cfg.scan_fps, 0.0)
+            self.scans.skip_to(scan.start_s)
+        self.start = min(span.start_s, scan.start_s)  # what is decoded
+        self.end = max(span.end_s, scan.end_s)
         self.on_scan = on_scan
         self.scan_width = cfg.scan_width
-        self.pending: Optional[_Frame] = None
+        self.prev: Optional[_Frame] = None  # the latest frame taken, displayed until the next one
+        self.last_in_span: Optional[_Frame] = None
+        self.model_done = False  # a frame after the span was seen: the model's frames are chosen
         self.floor = -math.inf  # frames before this were handled by a backend that failed
         self.times: list[float] = []
         self.images: list[np.ndarray] = []
@@ -227,48 +241,57 @@ class _Picker:
         self.seen: list[float] = []  # every frame time in the span, to find holes
 
     def resume_span(self) -> Span:
-        return Span(max(self.span.start_s, self.floor), self.span.end_s)
+        return Span(max(self.start, self.floor), self.end)
 
     def feed(self, t: float, get: Callable[[], np.ndarray]) -> bool:
-        """Take the next frame; False once past the span (stop decoding)."""
-        if t >= self.span.end_s:
+        """Take the next frame; False once past the spans (stop decoding)."""
+        if t >= self.end:
             return False
         if self.last_t is None or t > self.last_t:
             self.last_t = t
-        if t < self.span.start_s or t < self.floor:
+        if t < self.start or t < self.floor:
             return True
-        if self.pending is not None and t <= self.pending.t:
-            self.out_of_order += 1
+        in_span = self.span.start_s <= t < self.span.end_s
+        if self.prev is not None and t <= self.prev.t:
+            self.out_of_order += in_span
             return True
         frame = _Frame(t, get)
-        cand = self.pending or frame
-        if self.samples.next() < t:
-            self._choose_model(cand)
-            self.samples.skip_to(t)
-        if self.scans is not None and self.scans.next() < t:
-            self._choose_scan(cand)
+        if self.scans is not None and t < self.scan_end and self.scans.next() < t:
+            self._choose_scan(self.prev or frame)
             self.scans.skip_to(t)
-        if t > self.floor + 2 * _SAME_FRAME_S:  # not a frame re-read after a fallback
-            self.frames_decoded += 1
-            self.seen.append(t)
-        if self.first_t is None:
-            self.first_t = t
-        self.pending = frame
+        if in_span:
+            if self.samples.next() < t:
+                self._choose_model(self.last_in_span or frame)
+                self.samples.skip_to(t)
+            if t > self.floor + 2 * _SAME_FRAME_S:  # not a frame re-read after a fallback
+                self.frames_decoded += 1
+                self.seen.append(t)
+            if self.first_t is None:
+                self.first_t = t
+            self.last_in_span = frame
+        elif t >= self.span.end_s:
+            self._finish_model()
+        self.prev = frame
         return True
 
     def finish(self) -> None:
-        """The last frame is displayed until the span ends."""
-        if self.pending is None:
+        """The last frame is displayed until the spans end."""
+        self._finish_model()
+        if self.prev is not None and self.scans is not None and self.scans.next() < self.scan_end:
+            self._choose_scan(self.prev)
+
+    def _finish_model(self) -> None:
+        if self.model_done:
             return
-        if self.samples.next() < self.span.end_s:
-            self._choose_model(self.pending)
-        if self.scans is not None and self.scans.next() < self.span.end_s:
-            self._choose_scan(self.pending)
+        self.model_done = True
+        if self.last_in_span is not None and self.samples.next() < self.span.end_s:
+            self._choose_model(self.last_in_span)
 
     def abort(self) -> None:
-        if self.pending is not None:
-            self.floor = self.pending.t - _SAME_FRAME_S
-            self.pending = None
+        if self.prev is not None:
+            self.floor = self.prev.t - _SAME_FRAME_S
+            self.prev = None
+            self.last_in_span = None
 
     def _choose_model(self, frame: _Frame) -> None:
         if self.times and abs(self.times[-1] - frame.t) < _SAME_FRAME_S:
