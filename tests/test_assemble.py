@@ -76,3 +76,92 @@ def test_failed_visual_parts_leave_pictures_null_but_keep_the_sound():
     feats = gather(parts, CFG)
     assert all(f.mean_probs is None for f in feats)
     assert " ".join(f.transcript for f in feats).strip() == "hi"
+
+
+# --- parts heard with context: every word once ----------------------------------------
+
+def said(*timed):
+    """Words from (text, start, end) triples."""
+    return [Word(a, b, " " + t) for t, a, b in timed]
+
+
+def part(span, words):
+    return audio(span, words, -30.0, [])
+
+
+SENTENCE = "the cat sat on the mat"
+# The same six words heard by both parts, with the pause after "sat" both heard. The
+# second "the" straddles the 20 s boundary and the two parts disagree on which side
+# its middle lies: ignoring the other part, one reading keeps it twice, the other drops it.
+HEARD_BEFORE = [("the", 17.0, 17.3), ("cat", 17.3, 17.8), ("sat", 17.8, 18.4), ("on", 19.0, 19.5), ("mat", 20.3, 20.8)]
+HEARD_AFTER = [("the", 17.05, 17.35), ("cat", 17.35, 17.85), ("sat", 17.85, 18.45), ("on", 19.1, 19.6), ("mat", 20.35, 20.9)]
+
+
+@pytest.mark.parametrize("before, after", [((19.5, 20.1), (19.7, 20.3)), ((19.8, 20.3), (19.7, 20.1))],
+                         ids=["both-would-keep-it", "neither-would-keep-it"])
+def test_a_word_straddling_the_boundary_is_kept_once(before, after):
+    a = said(*HEARD_BEFORE[:4], ("the", *before), HEARD_BEFORE[4])
+    b = said(*HEARD_AFTER[:4], ("the", *after), HEARD_AFTER[4])
+    parts = VideoParts(info(40.0), audio=[part(Span(20, 40), b), part(Span(0, 20), a)], transcribed=True)
+    words = parts.words
+    assert " ".join(w.text.strip() for w in words) == SENTENCE
+    assert [w.start_s for w in words] == sorted(w.start_s for w in words)
+
+
+def test_speech_without_a_pause_at_the_boundary_is_joined_at_a_word_both_heard():
+    texts = "we kept on talking right across the part boundary without any pause at all for minutes".split()
+    # one word every 0.4 s, no gaps; the second part hears each 0.05 s later, so no
+    # instant lies between words in both readings
+    a = [Word(16.98 + 0.4 * i, 17.38 + 0.4 * i, " " + t) for i, t in enumerate(texts)]
+    b = [Word(w.start_s + 0.05, w.end_s + 0.05, w.text) for w in a]
+    # "part" has its middle at 19.98 s in the first reading, 20.03 s in the second; the
+    # talk goes on past both ends of the stretch searched for a joint
+    words = VideoParts(info(40.0), audio=[part(Span(0, 20), a), part(Span(20, 40), b)]).words
+    assert [w.text.strip() for w in words] == texts
+    assert all(x.start_s < y.start_s for x, y in zip(words, words[1:]))
+
+
+def test_readings_that_differ_near_the_boundary_are_joined_at_the_pause_both_heard():
+    # no word near 20 s reads the same in both parts, so no word can anchor the joint;
+    # the pause after "sat"/"sad" can: what lies before it comes from the first part
+    a = said(("the", 16.5, 16.8), ("cat", 16.8, 17.2), ("sat", 17.6, 18.2), ("lunch", 19.6, 20.1), ("bad", 20.5, 20.9))
+    b = said(("the", 16.5, 16.8), ("cat", 16.8, 17.2), ("sad", 17.65, 18.25), ("launch", 19.8, 20.3), ("pad", 20.55, 20.95))
+    words = VideoParts(info(40.0), audio=[part(Span(0, 20), a), part(Span(20, 40), b)]).words
+    assert [w.text.strip() for w in words] == ["the", "cat", "sat", "launch", "pad"]
+
+
+def test_words_only_one_part_heard_come_from_that_part():
+    a = said(("hello", 1.0, 1.4), ("there", 19.7, 20.4))
+    b = said(("there", 19.75, 20.45), ("friend", 22.0, 22.5))
+    words = VideoParts(info(40.0), audio=[part(Span(0, 20), a), part(Span(20, 40), b)]).words
+    assert [w.text.strip() for w in words] == ["hello", "there", "friend"]
+
+
+def test_a_part_whose_neighbour_failed_keeps_its_own_span_only():
+    # the middle part failed: what the others heard of its span is context, not theirs
+    a = said(("early", 5.0, 5.5), ("edge", 19.6, 20.2), ("context", 22.0, 22.5))
+    c = said(("context", 37.0, 37.5), ("late", 45.0, 45.5), ("past", 60.0, 60.4))
+    words = VideoParts(info(60.0), audio=[part(Span(0, 20), a), part(Span(40, 60), c)]).words
+    # ASR may put the last word a little past the end: the last part keeps it
+    assert [w.text.strip() for w in words] == ["early", "edge", "late", "past"]
+
+
+def test_a_segment_across_a_part_boundary_takes_frames_words_and_sound_from_both():
+    cfg = Config().replace(segments={"plan": "shots", "min_s": 1.0, "max_s": 40.0})
+    parts = VideoParts(info(40.0), transcribed=True)
+    parts.frames = [frames(Span(0, 20), [0.5 + i for i in range(20)], [0] * 20),
+                    frames(Span(20, 40), [20.5 + i for i in range(20)], [2] * 20)]
+    parts.frames[0].cuts, parts.frames[1].cuts = [Cut(15.0, "cut", 50.0)], [Cut(25.0, "cut", 50.0)]
+    a = said(("left", 16.0, 16.5), ("across", 19.8, 20.3), ("context", 21.0, 21.5))
+    b = said(("across", 19.85, 20.3), ("context", 21.05, 21.5), ("right", 24.0, 24.5))
+    parts.audio = [audio(Span(0, 20), a, -20.0, [Span(16.0, 20.0)]), audio(Span(20, 40), b, -40.0, [Span(20.0, 21.5)])]
+    feats = gather(parts, cfg)
+    middle = [f for f in feats if f.segment.start_s == 15.0]
+    assert len(middle) == 1 and middle[0].segment.end_s == 25.0
+    m = middle[0]
+    assert list(m.frame_times) == [15.5 + i for i in range(10)]
+    assert m.mean_probs[0] == pytest.approx(0.5) and m.mean_probs[2] == pytest.approx(0.5)
+    assert m.transcript == "left across context right"
+    assert m.speech_ratio == pytest.approx(5.5 / 10)
+    # mean power of 5 s at -20 dB and 5 s at -40 dB
+    assert m.loudness_db == pytest.approx(10 * np.log10((1e-2 + 1e-4) / 2), abs=0.01)
