@@ -170,3 +170,49 @@ def test_xvid_avi_follows_the_files_own_clock(timecode_source, tmp_path):
         shown = [ms for _, ms in seen]
         assert shown == sorted(set(shown)) and len(shown) == len(clock)  # every frame once, in display order
         np.testing.assert_allclose([t / 1000 for t, _ in seen], clock, atol=1e-3)
+
+
+# --- through the pipeline ----------------------------------------------------------------
+
+def _sampled(true_times, spans, fps):
+    """Reference: per part, the frame displayed at start + (k + 0.5) / fps, each once."""
+    picks = []
+    for span in spans:
+        inside = [t for t in true_times if span.start_s <= t < span.end_s]
+        k = 0
+        while span.start_s + (k + 0.5) / fps < span.end_s:
+            target = span.start_s + (k + 0.5) / fps
+            pick = max([t for t in inside if t <= target], default=inside[0])
+            if pick not in picks:
+                picks.append(pick)
+            k += 1
+    return picks
+
+
+def test_pipeline_reports_vfr_and_b_frame_avi_ok_at_true_times(tmp_path):
+    import vidan
+    from vidan.config import Config
+    from vidan.segments import plan_parts
+
+    src = tmp_path / "in"
+    src.mkdir()
+    vfr = thirty_then_five(tmp_path, ".mkv").rename(src / "thirty_then_five.mkv")
+    source = synth.write_timecode_video(tmp_path / "src.mp4", [i / 25 for i in range(150)])
+    divx = _reencoded(source, src / "divx.avi", "-c:v", "mpeg4", "-bf", "2", "-q:v", "3", "-vtag", "XVID")
+    h264 = _reencoded(source, src / "h264.avi", "-c:v", "libx264", "-bf", "2")
+    truth = {vfr.name: [round(i / FAST, 3) for i in range(90)] + [HALF_S + i / SLOW for i in range(15)],
+             divx.name: [i / 25 for i in range(150)], h264.name: [i / 25 for i in range(150)]}
+    # parts of 4 s: the first part of the joined file is mostly 30 fps with a 5 fps tail
+    config = Config().replace(asr={"backend": "none"}, limits={"part_s": 4.0}, frames={"sample_fps": 2.0})
+    vidan.analyze(src, out=tmp_path / "out", config=config, executor="local")
+    report = vidan.load_report(tmp_path / "out")
+    for row in report.videos.itertuples():
+        name = row.path.rsplit("/", 1)[-1]
+        assert (row.status, list(row.notes if row.notes is not None else [])) == ("ok", []), (name, row.notes)
+        segs = report.segments[report.segments.video_id == row.video_id]
+        reported = sorted(t for ts in segs.frame_times for t in ts)
+        want = _sampled(truth[name], plan_parts(row.duration_s, 4.0), 2.0)
+        np.testing.assert_allclose(reported, sorted(want), atol=1e-6, err_msg=name)
+        shown = np.asarray(truth[name])
+        assert all(np.abs(shown - t).min() < 1e-6 for t in segs.keyframe_s), name
+    assert sorted(r.rsplit("/", 1)[-1] for r in report.videos.path) == sorted(truth)

@@ -151,38 +151,44 @@ def test_dip_to_black_between_hard_cuts_is_one_boundary(tmp_path, photos):
 
 @pytest.fixture(scope="module")
 def boundary_clip(tmp_path_factory, photos):
-    """Cuts at 3.0, 4.04, 6.0 and 8.92 s, and a dip to black over 10.4-12.0 s. The part
-    lengths below put boundaries on cuts (3.0, 4.04, 6.0), a frame or two beside them
-    (6.06, 9.0) and inside the black (10.1, 11.0, 12.0)."""
-    scenes = [Scene(3.0, photos["coffee"]), Scene(1.04, photos["chelsea"]), Scene(1.96, photos["rocket"]),
-              Scene(2.92, photos["astronaut"]), Scene(1.48, photos["coffee"]), Scene(1.6, (0, 0, 0), pan=False),
-              Scene(2.0, photos["chelsea"])]
-    return synth.write_video(tmp_path_factory.mktemp("bounds") / "bounds.mp4", scenes), scene_starts(scenes)
-
-
-@pytest.mark.parametrize("part_s", [3.0, 2.02, 4.04, 5.5])
-def test_cuts_near_part_boundaries_are_found_once(boundary_clip, part_s):
-    """Part by part (as long files are analysed), the cuts are exactly those of one scan
-    of the whole file: none lost at a boundary, none invented, none found twice."""
+    """Cuts at 3.0, 4.04, 6.0 and 8.92 s, and a dip to black over 10.4-12.0 s; and the
+    cuts one scan of the whole file finds. The part lengths below put boundaries on cuts
+    (3.0, 4.04, 6.0), a frame or two beside them (6.06, 9.0) and inside the black (11.0, 12.0)."""
     from vidan.config import Config
     from vidan.media.probe import probe
     from vidan.records import Span
     from vidan.stages import scan_part
 
-    path, truth = boundary_clip
+    scenes = [Scene(3.0, photos["coffee"]), Scene(1.04, photos["chelsea"]), Scene(1.96, photos["rocket"]),
+              Scene(2.92, photos["astronaut"]), Scene(1.48, photos["coffee"]), Scene(1.6, (0, 0, 0), pan=False),
+              Scene(2.0, photos["chelsea"])]
+    path = synth.write_video(tmp_path_factory.mktemp("bounds") / "bounds.mp4", scenes)
     info = probe(path)
-    config = Config()
-    _, whole = scan_part(str(path), info, Span(0.0, info.duration_s), config)
-    # the whole-file scan is right, so agreeing with it means something
+    _, whole = scan_part(str(path), info, Span(0.0, info.duration_s), Config())
+    return path, info, scene_starts(scenes), whole
+
+
+def test_whole_file_scan_finds_the_boundary_clips_cuts(boundary_clip):
+    _, _, truth, whole = boundary_clip
     assert [c.kind for c in whole] == ["cut", "cut", "cut", "cut", "fade"], whole
     for c, t in zip(whole, truth[:4]):
         assert t - 1e-6 <= c.t_s <= t + 0.125
     assert abs(whole[-1].t_s - (truth[4] + 0.8)) <= 0.25  # the middle of the black
-    starts = np.arange(0.0, info.duration_s, part_s)
+
+
+@pytest.mark.parametrize("part_s", [3.0, 2.02, 5.5])
+def test_cuts_near_part_boundaries_are_found_once(boundary_clip, part_s):
+    """Part by part (as long files are analysed), the cuts are exactly those of one scan
+    of the whole file: none lost at a boundary, none invented, none found twice."""
+    from vidan.config import Config
+    from vidan.records import Span
+    from vidan.stages import scan_part
+
+    path, info, _, whole = boundary_clip
     parts = []
-    for start in starts:
+    for start in np.arange(0.0, info.duration_s, part_s):
         span = Span(float(start), float(min(start + part_s, info.duration_s)))
-        _, cuts = scan_part(str(path), info, span, config)
+        _, cuts = scan_part(str(path), info, span, Config())
         assert all(span.start_s <= c.t_s < span.end_s for c in cuts)
         parts += cuts
     assert parts == whole
