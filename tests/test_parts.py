@@ -190,6 +190,24 @@ def test_levels_and_speech_of_the_overlap_are_counted_once(report, one_part):
         assert seg.loudness_db == pytest.approx(_loudness([one_part], span), abs=0.5), span
 
 
+def test_a_part_measures_its_own_span_only(folder):
+    """Levels, acoustic features and voice activity of a part heard with context cover
+    its own span: hop for hop what the whole track gives there."""
+    from vidan.stages import AudioStage, PartJob
+
+    path = folder / "talk.mp4"
+    info = probe(str(path))
+    stage = AudioStage(CFG.replace(asr={"backend": "none"}), "cpu")
+    whole = stage(PartJob("talk", str(path), info, Span(0.0, info.duration_s), 0, 1))
+    spans = plan_parts(info.duration_s, PART_S)
+    middle = stage(PartJob("talk", str(path), info, spans[1], 1, len(spans)))
+    assert middle.samples_decoded_s == pytest.approx(PART_S, abs=1e-3)
+    np.testing.assert_allclose(middle.loudness_db, whole.loudness_db[200:400], atol=0.5)
+    np.testing.assert_allclose(middle.acoustic, whole.acoustic[20:40], atol=0.02)  # silence is all zeros
+    own = [(max(s.start_s, 20.0), min(s.end_s, 40.0)) for s in whole.speech if s.overlap(spans[1]) > 0]
+    np.testing.assert_allclose(np.array([(s.start_s, s.end_s) for s in middle.speech]), np.array(own), atol=0.15)
+
+
 def test_audio_without_packets_for_a_while_is_ok(report):
     row = _row(report, "sparse.m4a")
     assert row.status == "ok", (row.error_message, list(row.notes))
