@@ -1,4 +1,4 @@
-"""Misbehaving functions that tests/test_isolate.py runs inside isolated children.
+"""Misbehaving functions that tests run inside isolated children and Ray workers.
 
 They live in a module (not in the test file) so the child can import them by name.
 """
@@ -108,3 +108,17 @@ def import_torch() -> str:
     import torch
 
     return torch.__version__
+
+
+# --- for the Ray failure tests: arguments whose unpickling, in the actor, misbehaves ----------
+
+
+def die_noting(marker: str) -> None:
+    """Note one more try in ``marker``, then end this process the way an OOM kill would."""
+    with open(marker, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def stall(seconds: float) -> None:
+    time.sleep(seconds)

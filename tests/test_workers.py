@@ -1,4 +1,10 @@
-"""How the Ray executor sizes its actor pools for a cluster (pure; no Ray started)."""
+"""The Ray executor: how it sizes actor pools (pure), and how a file whose actor call fails,
+kills its worker or hangs fails alone (real local Ray)."""
+
+import os
+import time
+
+import pytest
 
 from workers.ray_executor import plan_pools
 
@@ -89,3 +95,128 @@ def test_a_stuck_call_is_cut_off_and_the_pool_recovers(ray_local, tmp_path):
         assert isinstance(_run(ex, ex.submit("visual", job), 0.2), FramePart)
     finally:
         ex.shutdown()
+
+
+# --- failures inside Ray actors, through the whole pipeline -----------------------------------
+
+
+def _without_sps(path):
+    """A real corrupt file: an MPEG-TS whose H.264 parameter sets are destroyed. It probes
+    (the container has timing), but nothing can say the picture size, so decoding fails
+    with a MediaError inside the isolated decoder, inside the Ray visual actor."""
+    from vidan import synth
+
+    plain = path.with_name("plain.ts")
+    synth.run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=2", "-c:v", "libx264", plain])
+    raw = bytearray(plain.read_bytes())
+    plain.unlink()
+    for start in (b"\x00\x00\x00\x01\x67", b"\x00\x00\x01\x67"):  # NAL type 7: sequence parameter set
+        i = raw.find(start)
+        while i >= 0:
+            raw[i + len(start) - 1] = 0x6E  # type 14, which decoders skip
+            i = raw.find(start, i + 1)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+class _Poisoned:
+    """Takes the place of a stage call's argument: unpickling it, in the actor, runs
+    ``fn(*args)`` before the stage ever starts."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def _sabotaged(faults: dict, **kw):
+    """The real Ray executor, except that visual calls for the files named in ``faults``
+    carry a poisoned argument. Why: no real file makes vidan's actor itself die or hang
+    (decoders run in an isolated child that turns their crashes and hangs into
+    MediaErrors), yet the executor must cope when an actor does, as on an OOM kill."""
+    from vidan.stages import VISUAL
+    from workers.ray_executor import RayExecutor
+
+    class Sabotaged(RayExecutor):
+        def submit(self, kind, *args):
+            poison = faults.get(os.path.basename(getattr(args[0], "path", "")))
+            if kind == VISUAL and poison is not None:
+                args = (poison,)
+            return super().submit(kind, *args)
+
+    return Sabotaged(**kw)
+
+
+@pytest.fixture(scope="module")
+def targets():
+    """tests/isolate_targets.py, sent to Ray workers by value (they cannot import tests/)."""
+    import ray.cloudpickle
+
+    import isolate_targets
+
+    ray.cloudpickle.register_pickle_by_value(isolate_targets)
+    yield isolate_targets
+    ray.cloudpickle.unregister_pickle_by_value(isolate_targets)
+
+
+def _rows(out):
+    import vidan
+
+    videos = vidan.load_report(out).videos
+    return {os.path.basename(p): r for p, r in zip(videos.path, videos.itertuples())}
+
+
+def test_media_error_and_dying_worker_in_ray_fail_only_their_file(ray_local, targets, tmp_path):
+    from vidan import synth
+    from vidan.config import Config
+    from vidan.pipeline import run
+    from vidan.synth import Scene
+    from workers.ray_executor import MAX_TASK_RETRIES
+
+    src = tmp_path / "in"
+    src.mkdir()
+    speech = synth.concat_audio(tmp_path / "speech.wav", [(0.2, synth.speech_clip("cat"))])
+    synth.write_video(src / "good.mp4", [Scene(3.0, synth.photo("chelsea"))], size=(160, 120), audio=speech)
+    _without_sps(src / "corrupt.ts")
+    synth.write_video(src / "killer.mp4", [Scene(1.0, (30, 30, 200))], size=(160, 120))
+    tries = tmp_path / "tries"
+    ex = _sabotaged({"killer.mp4": _Poisoned(targets.die_noting, str(tries))})
+    run([src], tmp_path / "out", Config(), ex, progress=False)
+    # the default deadline leaves the decoder's own time limit to fire first, with its clearer message
+    assert ex.call_timeout_s > Config().limits.file_timeout_s
+
+    rows = _rows(tmp_path / "out")
+    assert sorted(rows) == ["corrupt.ts", "good.mp4", "killer.mp4"]
+    good, corrupt, killer = rows["good.mp4"], rows["corrupt.ts"], rows["killer.mp4"]
+    assert good.status == "ok", (good.error_stage, good.error_message, list(good.notes))
+    assert (corrupt.status, corrupt.error_stage, corrupt.error_message) == (
+        "failed", "decode", "video stream has no picture size")
+    assert (killer.status, killer.error_stage) == ("failed", "decode")
+    assert killer.error_message.startswith("worker process died: "), killer.error_message
+    # tried once and retried a bounded number of times, each try on a fresh worker
+    pids = tries.read_text().split()
+    assert len(pids) == MAX_TASK_RETRIES + 1 and len(set(pids)) == len(pids)
+
+
+def test_a_call_stuck_in_a_ray_actor_fails_its_file_at_the_deadline(ray_local, targets, tmp_path):
+    from vidan import synth
+    from vidan.config import Config
+    from vidan.pipeline import run
+    from vidan.synth import Scene
+
+    src = tmp_path / "in"
+    src.mkdir()
+    synth.write_video(src / "a_good.mp4", [Scene(1.0, synth.photo("coffee"))], size=(160, 120))
+    synth.write_video(src / "b_stuck.mp4", [Scene(1.0, synth.photo("rocket"))], size=(160, 120))
+    # long enough for a real call on a busy machine; the stuck one would wait an hour
+    ex = _sabotaged({"b_stuck.mp4": _Poisoned(targets.stall, 3600.0)}, call_timeout_s=20.0)
+    t0 = time.monotonic()
+    run([src], tmp_path / "out", Config(), ex, progress=False)
+    assert time.monotonic() - t0 < 300
+
+    rows = _rows(tmp_path / "out")
+    good, stuck = rows["a_good.mp4"], rows["b_stuck.mp4"]
+    assert good.status == "ok", (good.error_stage, good.error_message, list(good.notes))
+    assert (stuck.status, stuck.error_stage, stuck.error_message) == (
+        "failed", "decode", "timed out: still running after 20 s; the call was cancelled and its worker restarted")
