@@ -446,7 +446,7 @@ def _decode_clock(format_name: Optional[str]) -> bool:
 
 def _reorder_depth(codec_context) -> int:
     """Frames a decoder holds back to put them in display order (0 without B-frames)."""
-    depth = getattr(codec_context, "reorder_depth", None)  # PyAV >= 14
+    depth = getattr(codec_context, "reorder_depth", None)  # older PyAV has only the flag
     return int(depth if depth is not None else bool(codec_context.has_b_frames))
 
 
