@@ -71,7 +71,7 @@ def tag(reports: Union[str, os.PathLike], taxonomy: Optional[Union[str, os.PathL
         key = tag_key(config)
         n = retag_report(store, config, key, device=device, run_id=run_id)
         store.cleanup(started=started)
-        store.put_run({"run_id": run_id, "kind": "tag", "status": "finished", "started_at": _iso(started),
+        store.put_run({"run_id": run_id, "kind": "tag", "status": "finished", "started_at": _iso(started, "microseconds"),
                        "updated_at": _iso(time.time()), "host": socket.gethostname(), "vidan_version": __version__,
                        "tag_key": key, "taxonomy": config.tags.taxonomy, "version": store.latest().version,
                        "counts": {"retagged": n}})
@@ -80,7 +80,7 @@ def tag(reports: Union[str, os.PathLike], taxonomy: Optional[Union[str, os.PathL
         lock.release()
 
 
-def _iso(t: float) -> str:
+def _iso(t: float, timespec: str = "seconds") -> str:
     from datetime import datetime, timezone
 
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec=timespec)

@@ -170,7 +170,7 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Conf
     started_wall = time.time()
     summary = RunSummary(out=Path(store.uri) if isinstance(store.storage, LocalStorage) else store.uri, run_id=run_id)
     keys = {"analysis_key": analysis_key(config, device_class(device)), "tag_key": tag_key(config)}
-    record = {"run_id": run_id, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    record = {"run_id": run_id, "started_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
               "host": socket.gethostname(), "vidan_version": __version__,
               "inputs": [_disp(os.fsdecode(p)) for p in paths], "config": config.to_dict(),
               "config_hash": config.hash(), **keys, "options": {"retry_failed": retry_failed, "reprocess": reprocess}}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import time
@@ -35,6 +36,8 @@ KEEP_COMMITS = 50  # older commit records are pruned at the end of a run; _runs/
 COMPACT_BELOW_BYTES = 16 << 20  # groups smaller than this are merged at the end of a run...
 COMPACT_TARGET_BYTES = 64 << 20  # ...into groups of about this size (bounds a later rewrite)
 MAX_COMMIT_TRIES = 100
+# The names vidan gives its part files (see ``_name``): cleanup touches nothing else.
+_PART = re.compile(r"part-[A-Za-z0-9_.-]+-[0-9a-f]{8}-\d{5}\.parquet")
 
 
 class NotAReport(OutputError):
@@ -140,6 +143,8 @@ class ReportStore:
     # --- writing part files ----------------------------------------------------------
 
     def _name(self, dataset: str, tag: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", tag):
+            raise ValueError(f"bad file tag {tag!r}")
         self._seq += 1
         return f"{dataset}/part-{tag}-{self.token}-{self._seq:05d}.parquet"
 
@@ -313,7 +318,7 @@ class ReportStore:
         for d in DATASET_DIRS:
             for name, mtime in self.storage.list(d):
                 key = f"{d}/{name}"
-                if not (name.startswith("part-") and name.endswith(".parquet")) or key in live:
+                if not _PART.fullmatch(name) or key in live:
                     continue
                 if f"-{self.token}-" in name or mtime < started:
                     self.storage.delete(key)

@@ -59,6 +59,8 @@ class LocalStorage:
             return self.path(key).read_bytes()
         except FileNotFoundError:
             return None
+        except NotADirectoryError:
+            raise OutputError(f"{self.root} is not a folder") from None
 
     def _temp(self, key: str, data: bytes) -> Path:
         p = self.path(key)
