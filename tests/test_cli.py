@@ -62,20 +62,52 @@ def test_search_without_report_is_exit_2(tmp_path):
     assert p.returncode == 2 and "no vidan report" in p.stderr
 
 
-def test_analyze_with_an_openai_whisper_checkpoint(tmp_path):
-    """`--asr openai-whisper --asr-model PATH` loads a local checkpoint (here a small random
-    one: no real weights install offline) and its id lands in every row."""
-    import torch
-    from whisper.model import ModelDimensions, Whisper
+def _word_saying_whisper(path, word=" coffee"):
+    """Save a small random openai-whisper checkpoint built to say ``word`` over and over.
 
+    No real openai-whisper weights install offline, and a random decoder mostly stops at
+    once and says nothing (its positional embedding is not even initialised), which leaves
+    nothing to check. So the encoder ignores the sound and puts out only the sinusoidal
+    positions of its frames, decoder position i attends to frame 5 i (0.1 s a step), and
+    the final norm always points at ``word``. whisper's real decoding and word alignment
+    then give known words at times spread over the audio, the same on every run.
+    """
+    import torch
+    from whisper.model import ModelDimensions, Whisper, sinusoids
+    from whisper.tokenizer import get_tokenizer
+
+    torch.manual_seed(0)
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=1, n_audio_layer=1,
+                           n_vocab=51865, n_text_ctx=64, n_text_state=64, n_text_head=1, n_text_layer=1)
+    model = Whisper(dims)
+    enc, dec = model.encoder, model.decoder
+    block = dec.blocks[0]
+    token = get_tokenizer(multilingual=True).encode(word)[0]
+    with torch.no_grad():
+        silenced = [*enc.conv1.parameters(), *enc.conv2.parameters(), *block.attn.out.parameters(),
+                    *block.cross_attn.out.parameters(), *block.mlp[2].parameters()]
+        for b in enc.blocks:
+            silenced += [*b.attn.out.parameters(), *b.mlp[2].parameters()]
+        for p in silenced:
+            p.zero_()
+        frames = sinusoids(dims.n_audio_ctx, dims.n_audio_state)
+        dec.positional_embedding.copy_(10 * frames[torch.arange(dims.n_text_ctx) * 5])
+        block.cross_attn.query.weight.copy_(torch.eye(dims.n_text_state))
+        block.cross_attn.query.bias.zero_()
+        block.cross_attn.key.weight.copy_(torch.eye(dims.n_text_state))
+        dec.ln.weight.zero_()
+        dec.ln.bias.copy_(20 * dec.token_embedding.weight[token] / dec.token_embedding.weight[token].norm())
+    torch.save({"dims": dims.__dict__, "model_state_dict": model.state_dict()}, path)
+    return path
+
+
+def test_analyze_with_an_openai_whisper_checkpoint(tmp_path):
+    """`--asr openai-whisper --asr-model PATH` loads a local checkpoint, its words reach the
+    segments with their times, and its id lands in every row."""
     from vidan import load_report, synth
     from vidan.synth import Scene
 
-    torch.manual_seed(0)
-    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
-                           n_vocab=51865, n_text_ctx=64, n_text_state=64, n_text_head=2, n_text_layer=1)
-    ckpt = tmp_path / "tiny-random.pt"
-    torch.save({"dims": dims.__dict__, "model_state_dict": Whisper(dims).state_dict()}, ckpt)
+    ckpt = _word_saying_whisper(tmp_path / "tiny-random.pt")
     src = tmp_path / "in"
     src.mkdir()
     synth.write_video(src / "talk.mp4", [Scene(4.0, synth.photo("coffee"))], audio=synth.speech_clip("coffee"))
@@ -84,6 +116,17 @@ def test_analyze_with_an_openai_whisper_checkpoint(tmp_path):
     assert p.returncode == 0, p.stderr
     rep = load_report(tmp_path / "out")
     assert rep.videos.status.tolist() == ["ok"]
+    duration = rep.videos.duration_s.iloc[0]
     assert (rep.segments.models.apply(lambda m: m["asr"]) == f"openai-whisper:{ckpt.resolve()}").all()
-    assert rep.segments.transcript.map(lambda t: isinstance(t, str)).all()  # transcribed (random text), not null
+    words = []
+    for seg in rep.segments.itertuples():
+        ws = list(seg.words)
+        assert seg.transcript == " ".join(w["text"] for w in ws), (seg.transcript, ws)
+        for w in ws:
+            # a word belongs to the segment holding its midpoint, and lies inside the file
+            assert 0.0 <= w["start_s"] <= w["end_s"] <= duration + 1e-6, w
+            assert seg.start_s <= (w["start_s"] + w["end_s"]) / 2 < seg.end_s, (w, seg.start_s, seg.end_s)
+        words += ws
+    assert words and {w["text"] for w in words} == {"coffee"}, words
+    assert [w["start_s"] for w in words] == sorted(w["start_s"] for w in words)
     assert '"backend":"openai-whisper"' in rep.videos.config.iloc[0]

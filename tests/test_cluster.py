@@ -11,6 +11,7 @@ import pytest
 from log_guard import check_stderr
 from vidan import load_report, synth
 from vidan.synth import Scene
+from vidan.wer import word_error_rate
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -18,7 +19,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def test_analyze_on_a_two_node_cluster(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
-    synth.write_video(src / "cat.mp4", [Scene(4.0, synth.photo("chelsea"))], audio=synth.speech_clip("cat"))
+    # long enough for the whole 5.4 s sentence, so every word of the known text can be heard
+    synth.write_video(src / "cat.mp4", [Scene(6.0, synth.photo("chelsea"))], audio=synth.speech_clip("cat"))
     synth.write_video(src / "silent.mp4", [Scene(3.0, synth.photo("coffee"))])
     out = tmp_path / "out"
     # The cluster lives in its own process (this test process may already hold a Ray);
@@ -44,4 +46,7 @@ def test_analyze_on_a_two_node_cluster(tmp_path):
     check_stderr(proc.stderr, what="vidan analyze --address")  # the command's stderr, passed through
     rep = load_report(out)
     assert sorted(rep.videos.status) == ["ok", "ok"]
-    assert rep.segments.transcript.notna().sum() >= 1
+    segs = rep.segments
+    said = " ".join(t for t in segs[segs.path.str.endswith("cat.mp4")].sort_values("start_s").transcript if t)
+    assert word_error_rate(synth.speech_text("cat"), said) <= 0.2, said
+    assert segs[segs.path.str.endswith("silent.mp4")].transcript.isna().all()
