@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import vidan
+from log_guard import check_stderr
 from vidan import synth
 from vidan.config import Config
 from vidan.store import ReportStore
@@ -175,6 +176,7 @@ def test_vidan_tag_retags_from_stored_embeddings_without_the_videos(tmp_path, cl
     shutil.rmtree(videos)  # no video can be opened: tags must come from the report alone
     r = subprocess.run([sys.executable, "-m", "vidan", "tag", "--reports", str(out), "--taxonomy", str(tax)],
                        capture_output=True, text=True, timeout=300)
+    check_stderr(r.stderr)
     assert r.returncode == 0, r.stderr
     after = vidan.load_report(out).segments
     assert len(after) == len(before)
@@ -236,6 +238,7 @@ def test_kill_9_mid_run_keeps_committed_videos_and_the_rerun_finishes_exactly_on
         pq.read_table(out / f)
 
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    check_stderr(r.stderr)
     assert r.returncode == 0, r.stderr
     rep = vidan.load_report(out)
     _once(rep)

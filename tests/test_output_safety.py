@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import vidan
+from log_guard import check_stderr
 from vidan import synth
 from vidan.synth import Scene
 
@@ -31,8 +32,9 @@ def _tree(root: Path) -> dict[str, str]:
 
 
 def _vidan(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "vidan", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    r = subprocess.run([sys.executable, "-m", "vidan", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    check_stderr(r.stderr, what="vidan " + " ".join(args))
+    return r
 
 
 @pytest.fixture

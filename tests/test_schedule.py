@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import vidan
+from log_guard import check_stderr
 from vidan import synth
 from vidan.synth import Scene
 
@@ -69,7 +70,9 @@ def test_cron_line_runs_and_reruns_incrementally(home):
     cmd = cron_command()
     for _ in range(2):
         r = subprocess.run(["/bin/sh", "-c", cmd], env=_env(home), capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, (r.stderr, (home / "vidan-nightly.log").read_text())
+        log = (home / "vidan-nightly.log").read_text()
+        check_stderr(log, what="the cron job")
+        assert r.returncode == 0, (r.stderr, log)
     rep = vidan.load_report(home / "vidan-reports")
     assert len(rep.videos) == 1 and list(rep.videos.status) == ["ok"]
     assert [r["counts"]["new"] for r in rep.runs] == [1, 0]
@@ -78,5 +81,6 @@ def test_cron_line_runs_and_reruns_incrementally(home):
 def test_systemd_service_runs(home):
     shutil.rmtree(home / "vidan-reports", ignore_errors=True)
     r = subprocess.run(systemd_exec(), env=_env(home), capture_output=True, text=True, timeout=600)
+    check_stderr(r.stderr, what="the systemd service")
     assert r.returncode == 0, r.stderr
     assert list(vidan.load_report(home / "vidan-reports").videos.status) == ["ok"]

@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Analyse every video in the given files and folders; write OUT/videos, "
                                    "OUT/segments and OUT/skipped as parquet.")
     a.add_argument("paths", nargs="+", metavar="PATH", help="video files or folders (searched recursively)")
-    a.add_argument("--out", "-o", required=True, metavar="DIR", help="report folder (created if missing)")
+    a.add_argument("--out", "-o", required=True, metavar="DIR",
+                   help="report folder or s3://bucket/prefix (created if missing)")
     a.add_argument("--config", metavar="FILE", help="a YAML or TOML config file (see README)")
     a.add_argument("--taxonomy", metavar="FILE", help="a YAML or TOML taxonomy for classification tags")
     a.add_argument("--segments", choices=["fixed", "shots", "shots+speech"], help="segment plan")
@@ -41,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--local", action="store_true", help="run every stage in this process, without Ray")
     a.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where models run")
     a.add_argument("--num-cpus", type=int, metavar="N", help="CPUs for the embedded Ray")
+    a.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="object storage setting (endpoint, region, access_key_id, ...); repeatable")
     a.add_argument("--retry-failed", action="store_true", help="analyse files that failed in earlier runs again")
     a.add_argument("--reprocess", action="store_true", help="analyse every file again, even unchanged ones")
     a.add_argument("--wait", action="store_true", help="wait for another run writing the same report to finish")
@@ -54,12 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--taxonomy", metavar="FILE", help="a YAML or TOML taxonomy (default: the bundled one)")
     t.add_argument("--config", metavar="FILE", help="a config file (its tags section: threshold, top_k)")
     t.add_argument("--wait", action="store_true", help="wait for a run writing the same report to finish")
+    t.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="object storage setting (endpoint, region, access_key_id, ...); repeatable")
     t.add_argument("--debug", action="store_true", help="show tracebacks")
 
     r = sub.add_parser("runs", help="list the runs that wrote a report",
                        description="The history of a report: one line per run, newest last.")
     r.add_argument("--reports", "-r", required=True, metavar="DIR", help="a report folder written by analyze")
     r.add_argument("--json", action="store_true", help="one JSON object per line")
+    r.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="object storage setting (endpoint, region, access_key_id, ...); repeatable")
     r.add_argument("--debug", action="store_true", help="show tracebacks")
 
     s = sub.add_parser("search", help="find the segments that match a text query")
@@ -67,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--reports", "-r", required=True, metavar="DIR", help="a report folder written by analyze")
     s.add_argument("--top", "-k", type=int, default=10, help="how many hits (default 10)")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="object storage setting (endpoint, region, access_key_id, ...); repeatable")
     s.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -104,19 +113,29 @@ def _analyze(args) -> int:
     summary = analyze(args.paths, args.out, cfg, address=args.address, executor="local" if args.local else "ray",
                       device=args.device, num_cpus=args.num_cpus, progress=not args.quiet,
                       quiet_workers=not args.debug, retry_failed=args.retry_failed, reprocess=args.reprocess,
-                      wait=args.wait)
+                      wait=args.wait, storage_options=_storage_options(args))
     if not args.quiet:
         print(summary.line(), file=sys.stderr)
         print(f"report: {summary.out}", file=sys.stderr)
         if summary.failed or summary.partial:
-            _print_problems(summary.out, summary.run_id)
+            _print_problems(summary.out, summary.run_id, _storage_options(args))
     return summary.exit_code
 
 
-def _print_problems(out, run_id: str) -> None:
+def _storage_options(args) -> dict:
+    out = {}
+    for item in getattr(args, "storage_option", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise _Usage(f"--storage-option takes KEY=VALUE, not {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def _print_problems(out, run_id: str, options: dict) -> None:
     from vidan.report import load_report
 
-    v = load_report(out, columns={"videos": ["path", "status", "error_stage", "error_message", "run_id"],
+    v = load_report(out, storage_options=options, columns={"videos": ["path", "status", "error_stage", "error_message", "run_id"],
                                   "segments": ["video_id"], "skipped": ["path"]}).videos
     for r in v[(v.status != "ok") & (v.run_id == run_id)].itertuples():
         msg = r.error_message.splitlines()[0] if isinstance(r.error_message, str) and r.error_message else ""
@@ -127,7 +146,7 @@ def _print_problems(out, run_id: str) -> None:
 def _search(args) -> int:
     from vidan.search import search
 
-    hits = search(args.query, args.reports, top=args.top)
+    hits = search(args.query, args.reports, top=args.top, storage_options=_storage_options(args))
     for h in hits:
         if args.json:
             print(json.dumps({"path": h.path, "video_id": h.video_id, "segment_index": h.segment_index,
@@ -144,7 +163,7 @@ def _tag(args) -> int:
     from vidan.config import Config
 
     cfg = Config.load(args.config) if args.config else Config()
-    n = tag(args.reports, args.taxonomy, cfg, wait=args.wait)
+    n = tag(args.reports, args.taxonomy, cfg, wait=args.wait, storage_options=_storage_options(args))
     print(f"re-tagged {n} video(s) in {args.reports}", file=sys.stderr)
     return EXIT_OK
 
@@ -152,7 +171,7 @@ def _tag(args) -> int:
 def _runs(args) -> int:
     from vidan.report import read_runs
 
-    for r in read_runs(args.reports):
+    for r in read_runs(args.reports, _storage_options(args)):
         if args.json:
             print(json.dumps(r, sort_keys=True, default=str))
             continue

@@ -176,10 +176,10 @@ def load_report(out: str | Path, columns: Optional[dict[str, list[str]]] = None,
     return Report(out=out, runs=store.runs(), version=m.version, **frames)
 
 
-def read_runs(out: str | Path) -> list[dict]:
+def read_runs(out: str | Path, storage_options: Optional[dict[str, str]] = None) -> list[dict]:
     from vidan.store import ReportStore
 
-    return ReportStore.open(out).runs()
+    return ReportStore.open(out, storage_options).runs()
 
 
 class Report:

@@ -129,13 +129,15 @@ def rank(query_embedding: np.ndarray, segments, top: int = 10, query: str = "",
     return hits
 
 
-def search(query: str, reports: str | Path, top: int = 10, encoder=None) -> list[Hit]:
+def search(query: str, reports: str | Path, top: int = 10, encoder=None,
+           storage_options: Optional[dict] = None) -> list[Hit]:
     """Find the segments of the report in ``reports`` that best match ``query``."""
     from vidan.report import load_report
 
     if not query.strip():
         raise ValueError("empty query")
-    rep = load_report(reports, columns={"segments": SEARCH_COLUMNS, "videos": ["video_id"], "skipped": ["path"]})
+    rep = load_report(reports, storage_options=storage_options,
+                      columns={"segments": SEARCH_COLUMNS, "videos": ["video_id"], "skipped": ["path"]})
     if encoder is None:
         from vidan.models.text import load_text_encoder
 

@@ -68,6 +68,9 @@ class ReportStore:
         replaced or deleted.
         """
         storage = open_storage(uri, options)
+        check = getattr(storage, "check_conditional_create", None)
+        if check is not None:
+            check()
         marker = storage.read(MARKER)
         if marker is None:
             if not storage.is_empty():
