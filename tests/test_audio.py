@@ -101,6 +101,36 @@ def test_audio_cut_short_of_its_own_index_is_noted(tmp_path):
     assert any(n.startswith("audio ends at 4.") and n.endswith("of 8.0 s") for n in notes), notes
 
 
+@pytest.mark.parametrize("container", ["mp4", "mkv"])  # Matroska has no per-stream duration
+def test_a_span_after_the_track_ended_is_silent_not_a_loss(tmp_path, container):
+    path = synth.write_video(tmp_path / f"short.{container}", [synth.Scene(8.0, (0, 90, 0))],
+                             audio=synth.speech_clip("bread"))
+    info = _info(path)
+    samples, notes = extract_audio(path, info, Span(6.0, 8.0))
+    assert len(samples) == 0 and notes == []
+    samples, notes = extract_audio(path, info, Span(3.0, 8.0))
+    assert len(samples) / SAMPLE_RATE == pytest.approx(1.85, abs=0.1) and notes == []
+
+
+def test_file_cut_short_is_noted_where_its_audio_stops(tmp_path):
+    whole = tmp_path / "whole.m4a"
+    synth.run_ffmpeg(["-i", synth.concat_audio(tmp_path / "talk.wav", [(0.5, synth.speech_clip("bread")),
+                                                                      (5.5, synth.speech_clip("cat"))]),
+                      "-c:a", "aac", "-movflags", "+faststart", whole])  # the index first: it survives the cut
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.m4a"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    info = _info(cut)
+    assert info.audio_end_s == pytest.approx(10.9, abs=0.1)
+    samples, notes = extract_audio(cut, info, Span(0.0, 5.0))
+    assert len(samples) == 5 * SAMPLE_RATE and notes == []
+    samples, notes = extract_audio(cut, info)
+    ends = [n for n in notes if n.startswith("audio ends at ")]
+    assert len(ends) == 1 and ends[0].endswith(" of 10.9 s"), notes
+    assert float(ends[0].split()[3]) == pytest.approx(len(samples) / SAMPLE_RATE, abs=0.05)
+    assert 5.0 < len(samples) / SAMPLE_RATE < 8.0
+
+
 @pytest.fixture(scope="module")
 def two_tracks(tmp_path_factory):
     """Stream 1: 5.1 AAC at 440 Hz; stream 2: stereo 1000 Hz, marked default."""
