@@ -12,6 +12,7 @@ so sample ``i`` is always at ``span.start_s + i / 16000``.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from typing import Optional, Union
 
@@ -27,6 +28,7 @@ _MAX_ERROR_LINES = 8
 _MAX_ERROR_CHARS = 2000
 # aresample counts first_pts in its *input* rate, so resample to 16 kHz first and pad in
 # a second pass; min_hard_comp makes gaps of 10 ms and more become silence, not drift.
+_ADDRESS = re.compile(r" @ 0x[0-9a-fA-F]+")
 _ALIGN = "aresample={rate},aresample=async=1:min_hard_comp=0.01:first_pts={first}"
 
 
@@ -155,6 +157,9 @@ def _default_audio_stream(path: str) -> Optional[int]:
 
 
 def _stderr_lines(stderr: bytes) -> str:
-    lines = [ln.strip() for ln in stderr.decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    # ffmpeg names each component by its memory address ("[aac @ 0x55d1c3a0]"): without
+    # it the same fault reads the same in every run and in both parts that heard it
+    text = _ADDRESS.sub("", stderr.decode("utf-8", errors="replace"))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     text = " | ".join(lines[-_MAX_ERROR_LINES:])
     return text[-_MAX_ERROR_CHARS:]
