@@ -37,14 +37,14 @@ def test_retag_matches_per_segment_classification_and_keeps_other_tags():
     class_emb = np.stack([p + 1.2 * rng.standard_normal(384) / np.sqrt(384) for p in picks]).astype(np.float32)
     class_emb /= np.linalg.norm(class_emb, axis=1, keepdims=True)
     table = to_table(rows, SEGMENTS_SCHEMA)
-    out = retag_segments(table, class_emb, labels, threshold=0.2, top_k=2, tag_key="k2", taxonomy_id="new@2")
+    out = retag_segments(table, class_emb, labels, threshold=0.1, top_k=2, tag_key="k2", taxonomy_id="new@2")
     assert out.schema == SEGMENTS_SCHEMA and out.num_rows == len(rows)
     got_tags = out.column("tags").to_pylist()
     got_labels = out.column("tag_labels").to_pylist()
     n_classified = 0
     for row, tags, flat in zip(rows, got_tags, got_labels):
         emb = None if row["embedding"] is None else np.asarray(row["embedding"], np.float32)
-        want = [t.as_dict() for t in classify(emb, class_emb, labels, threshold=0.2, top_k=2)]
+        want = [t.as_dict() for t in classify(emb, class_emb, labels, threshold=0.1, top_k=2)]
         n_classified += bool(want)
         kept = [t for t in (row["tags"] or []) if t["kind"] != "classification"]
         if row["tags"] is None:
