@@ -278,3 +278,13 @@ def test_each_part_of_sparse_audio_is_whole_and_silent_in_the_hole(tmp_path, con
     first, _ = extract_audio(path, info, Span(0.0, PART_S))
     lag = np.argmax(np.correlate(first[: 4 * SAMPLE_RATE], coffee[:SAMPLE_RATE], "valid")) / SAMPLE_RATE
     assert lag == pytest.approx(2.0, abs=0.07)  # AAC's frame grid and priming, not drift
+
+
+def test_context_stays_inside_the_file():
+    from vidan.segments import with_context
+
+    assert with_context(Span(0.0, 20.0), 64.0, 5.0) == Span(0.0, 25.0)
+    assert with_context(Span(20.0, 40.0), 64.0, 5.0) == Span(15.0, 45.0)
+    assert with_context(Span(40.0, 64.0), 64.0, 5.0) == Span(35.0, 64.0)
+    with pytest.raises(ValueError, match="margin_s must be a non-negative finite number"):
+        with_context(Span(0.0, 20.0), 64.0, float("nan"))
