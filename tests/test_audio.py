@@ -129,6 +129,10 @@ def test_file_cut_short_is_noted_where_its_audio_stops(tmp_path):
     assert len(ends) == 1 and ends[0].endswith(" of 10.9 s"), notes
     assert float(ends[0].split()[3]) == pytest.approx(len(samples) / SAMPLE_RATE, abs=0.05)
     assert 5.0 < len(samples) / SAMPLE_RATE < 8.0
+    # heard with context by two parts, the end is noted once: by the part it falls in
+    parts = [(Span(0.0, 10.0), Span(0.0, 5.0)), (Span(0.0, info.duration_s), Span(5.0, info.duration_s))]
+    part_notes = [extract_audio(cut, info, heard, own=own)[1] for heard, own in parts]
+    assert [sum(n.startswith("audio ends at ") for n in notes) for notes in part_notes] == [0, 1], part_notes
 
 
 @pytest.fixture(scope="module")

@@ -113,7 +113,7 @@ class AudioStage:
         # Heard with context, so speech cut by the part boundary is whole; only the words
         # leave the part's span, and assemble.stitch_words keeps each of them once.
         heard = with_context(span, job.info.duration_s, PART_CONTEXT_S) if job.n_parts > 1 else span
-        audio, notes = extract_audio(job.path, job.info, heard, timeout_s=self.config.limits.file_timeout_s)
+        audio, notes = extract_audio(job.path, job.info, heard, own=span, timeout_s=self.config.limits.file_timeout_s)
         first = int(round((span.start_s - heard.start_s) * SAMPLE_RATE))
         own = audio[first:first + int(round(span.duration_s * SAMPLE_RATE))]
         heard_speech = speech_spans(audio, offset_s=heard.start_s, rate=SAMPLE_RATE)

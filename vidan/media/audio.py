@@ -33,11 +33,15 @@ _ALIGN = "aresample={rate},aresample=async=1:min_hard_comp=0.01:first_pts={first
 
 
 def extract_audio(path: Union[str, os.PathLike], info: MediaInfo, span: Optional[Span] = None, *,
-                  stream: Optional[int] = None, timeout_s: float = 600.0) -> tuple[np.ndarray, list[str]]:
+                  stream: Optional[int] = None, timeout_s: float = 600.0,
+                  own: Optional[Span] = None) -> tuple[np.ndarray, list[str]]:
     """Samples of ``span`` (whole file when None) and notes about what was lost or chosen.
 
     ``stream`` is an absolute stream index; by default the audio stream marked default,
-    else the first one. Raises ``MediaError(STAGE_AUDIO, ffmpeg's own words)``.
+    else the first one. ``own`` is the stretch of ``span`` this call answers for, when
+    ``span`` adds context around a part: an early end of the audio is noted only by the
+    part it falls in, so overlapping parts do not both report it.
+    Raises ``MediaError(STAGE_AUDIO, ffmpeg's own words)``.
     """
     path = os.fspath(path)
     index, notes = _choose_stream(path, info, stream)
@@ -74,6 +78,8 @@ def extract_audio(path: Union[str, os.PathLike], info: MediaInfo, span: Optional
     # not a loss. Containers without per-stream durations (Matroska) leave a cut-short
     # track to the video check.
     want_end = info.audio_end_s
+    if own is not None and not own.start_s - 1e-6 <= got_end < own.end_s:
+        return samples, notes
     if want_end is not None and got_end < min(end, want_end) - _SHORT_TOLERANCE_S:
         if len(samples) == 0:
             notes.append(f"no audio between {start:.1f} s and {min(end, want_end):.1f} s")
