@@ -258,7 +258,7 @@ def test_shot_cuts_and_segment_starts_follow_the_edit(report):
     assert segs.start_reason.iloc[0] == "start"
     assert list(segs[(segs.start_s - 8.0).abs() <= 0.2].start_reason) == ["shot_cut"], segs
     assert list(segs[(segs.start_s - 15.0).abs() <= 0.5].start_reason) == ["fade"], segs
-    # one slowly panned photo each: no cut, and nothing but the start begins a segment for a shot
+    # the other files are one slowly panned photo each: a single shot, so no cut and no segment started by one
     for name in ("coffee.mp4", "cat nap.mkv", "silent.mp4"):
         assert list(_video(rep, name).shot_cuts) == [], name
         assert not set(_segments(rep, name).start_reason) & {"shot_cut", "fade"}, name
