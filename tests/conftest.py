@@ -50,7 +50,7 @@ def _check_phase(item, when: str) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item):
-    _ERRORS.take()  # what came before this test (collection, another plugin) is not its fault
+    # errors logged between tests (at collection, say) are reported here too, not dropped
     result = yield
     _check_phase(item, "setup")
     return result

@@ -100,25 +100,6 @@ def test_a_stuck_call_is_cut_off_and_the_pool_recovers(ray_local, tmp_path):
 # --- failures inside Ray actors, through the whole pipeline -----------------------------------
 
 
-def _without_sps(path):
-    """A real corrupt file: an MPEG-TS whose H.264 parameter sets are destroyed. It probes
-    (the container has timing), but nothing can say the picture size, so decoding fails
-    with a MediaError inside the isolated decoder, inside the Ray visual actor."""
-    from vidan import synth
-
-    plain = path.with_name("plain.ts")
-    synth.run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=2", "-c:v", "libx264", plain])
-    raw = bytearray(plain.read_bytes())
-    plain.unlink()
-    for start in (b"\x00\x00\x00\x01\x67", b"\x00\x00\x01\x67"):  # NAL type 7: sequence parameter set
-        i = raw.find(start)
-        while i >= 0:
-            raw[i + len(start) - 1] = 0x6E  # type 14, which decoders skip
-            i = raw.find(start, i + 1)
-    path.write_bytes(bytes(raw))
-    return path
-
-
 class _Poisoned:
     """Takes the place of a stage call's argument: unpickling it, in the actor, runs
     ``fn(*args)`` before the stage ever starts."""
@@ -168,6 +149,7 @@ def _rows(out):
 
 
 def test_media_error_and_dying_worker_in_ray_fail_only_their_file(ray_local, targets, tmp_path):
+    from broken_media import ts_without_sps
     from vidan import synth
     from vidan.config import Config
     from vidan.pipeline import run
@@ -178,7 +160,7 @@ def test_media_error_and_dying_worker_in_ray_fail_only_their_file(ray_local, tar
     src.mkdir()
     speech = synth.concat_audio(tmp_path / "speech.wav", [(0.2, synth.speech_clip("cat"))])
     synth.write_video(src / "good.mp4", [Scene(3.0, synth.photo("chelsea"))], size=(160, 120), audio=speech)
-    _without_sps(src / "corrupt.ts")
+    ts_without_sps(src / "corrupt.ts")  # a real MediaError, raised inside the visual actor
     synth.write_video(src / "killer.mp4", [Scene(1.0, (30, 30, 200))], size=(160, 120))
     tries = tmp_path / "tries"
     ex = _sabotaged({"killer.mp4": _Poisoned(targets.die_noting, str(tries))})
