@@ -58,6 +58,9 @@ def device_class(device: str) -> str:
     """"cuda" or "cpu": where the models will run, decided without loading one."""
     if device in ("cpu", "cuda"):
         return device
+    # no NVIDIA driver, no CUDA: answered without importing torch (seconds on a cold start)
+    if not os.path.exists("/proc/driver/nvidia/version") and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return "cpu"
     from vidan.models.device import pick_device
 
     return pick_device("auto")

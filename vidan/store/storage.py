@@ -60,7 +60,8 @@ class LocalStorage:
         except FileNotFoundError:
             return None
         except NotADirectoryError:
-            raise OutputError(f"{self.root} is not a folder") from None
+            blocker = next((p for p in [self.root, *self.root.parents] if p.exists() and not p.is_dir()), self.root)
+            raise OutputError(f"cannot write to output folder {self.root}: {blocker} is a file, not a folder") from None
 
     def _temp(self, key: str, data: bytes) -> Path:
         p = self.path(key)
