@@ -130,6 +130,21 @@ def test_readings_that_differ_near_the_boundary_are_joined_at_the_pause_both_hea
     assert [w.text.strip() for w in words] == ["the", "cat", "sat", "launch", "pad"]
 
 
+def test_parts_shorter_than_their_context_still_keep_each_word_once():
+    # 3 s parts heard with 5 s of context, talk without gaps, each part a little later
+    # than the one before. Only the first two heard a pause at 5.1-5.4 s (the third
+    # heard a word there) and only the last two one at 3.6-3.9 s: the joint on each side
+    # of the middle part must stay on its own side, or the middle keeps nothing and the
+    # words between are kept twice.
+    def heard(k, span, missing):
+        return part(span, said(*[(f"w{i}", 0.3 * i + 0.02 * k, 0.3 * i + 0.3 + 0.02 * k) for i in range(30)
+                                 if i not in missing]))
+
+    parts = [heard(0, Span(0, 3), (17,)), heard(1, Span(3, 6), (12, 17)), heard(2, Span(6, 9), (12,))]
+    words = VideoParts(info(9.0), audio=parts).words
+    assert [w.text.strip() for w in words] == [f"w{i}" for i in range(30)]
+
+
 def test_words_only_one_part_heard_come_from_that_part():
     a = said(("hello", 1.0, 1.4), ("there", 19.7, 20.4))
     b = said(("there", 19.75, 20.45), ("friend", 22.0, 22.5))

@@ -113,7 +113,9 @@ def stitch_words(parts: Sequence[AudioPart], duration_s: float) -> list[Word]:
     for i in range(len(parts) - 1):
         t0 = parts[i].span.end_s
         if abs(parts[i + 1].span.start_s - t0) <= EPS:
-            hi[i], lo[i + 1] = _joint(parts[i].words, parts[i + 1].words, t0)
+            # within half of each neighbour, so the joints of a short part never cross
+            reach = min(JOIN_SEARCH_S, parts[i].span.duration_s / 2, parts[i + 1].span.duration_s / 2)
+            hi[i], lo[i + 1] = _joint(parts[i].words, parts[i + 1].words, t0, reach)
     out = [w for p, a, b in zip(parts, lo, hi) for w in p.words if a <= _mid(w) < b]
     return sorted(out, key=lambda w: (w.start_s, w.end_s))
 
@@ -122,9 +124,10 @@ def _mid(w: Word) -> float:
     return (w.start_s + w.end_s) / 2
 
 
-def _joint(before: Sequence[Word], after: Sequence[Word], t0: float) -> tuple[float, float]:
-    """(end of what ``before`` keeps, start of what ``after`` keeps), as word midpoints."""
-    lo_w, hi_w = t0 - JOIN_SEARCH_S, t0 + JOIN_SEARCH_S
+def _joint(before: Sequence[Word], after: Sequence[Word], t0: float, reach: float) -> tuple[float, float]:
+    """(end of what ``before`` keeps, start of what ``after`` keeps), as word midpoints
+    within ``reach`` of ``t0``."""
+    lo_w, hi_w = t0 - reach, t0 + reach
     spans = sorted((w.start_s, w.end_s) for w in (*before, *after) if w.end_s > lo_w and w.start_s < hi_w)
     free = []
     x = lo_w
@@ -145,7 +148,7 @@ def _joint(before: Sequence[Word], after: Sequence[Word], t0: float) -> tuple[fl
         return t, t
     # No pause: find one word both heard, nearest the boundary, and keep it once.
     pairs = [(abs(_mid(u) - t0), _mid(u), _mid(v)) for u in before for v in after
-             if lo_w <= _mid(u) <= hi_w and abs(_mid(u) - _mid(v)) < _SAME_WORD_S
+             if lo_w <= _mid(u) <= hi_w and lo_w <= _mid(v) <= hi_w and abs(_mid(u) - _mid(v)) < _SAME_WORD_S
              and normalise_words(u.text) == normalise_words(v.text) and normalise_words(u.text)]
     if pairs:
         _, mu, mv = min(pairs)
