@@ -121,6 +121,14 @@ def test_speech_without_a_pause_at_the_boundary_is_joined_at_a_word_both_heard()
     assert all(x.start_s < y.start_s for x, y in zip(words, words[1:]))
 
 
+def test_a_word_said_over_and_over_across_the_boundary_is_counted_right():
+    a = [Word(14.98 + 0.4 * i, 15.38 + 0.4 * i, " no") for i in range(25)]  # 15-25 s, no pause
+    b = [Word(w.start_s + 0.05, w.end_s + 0.05, w.text) for w in a]
+    words = VideoParts(info(40.0), audio=[part(Span(0, 20), a), part(Span(20, 40), b)]).words
+    assert len(words) == 25
+    assert all(x.end_s <= y.start_s + 0.05 for x, y in zip(words, words[1:]))
+
+
 def test_readings_that_differ_near_the_boundary_are_joined_at_the_pause_both_heard():
     # no word near 20 s reads the same in both parts, so no word can anchor the joint;
     # the pause after "sat"/"sad" can: what lies before it comes from the first part

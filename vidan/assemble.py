@@ -147,11 +147,14 @@ def _joint(before: Sequence[Word], after: Sequence[Word], t0: float, reach: floa
         t = min(max(t0, a + edge), b - edge)
         return t, t
     # No pause: find one word both heard, nearest the boundary, and keep it once.
-    pairs = [(abs(_mid(u) - t0), _mid(u), _mid(v)) for u in before for v in after
-             if lo_w <= _mid(u) <= hi_w and lo_w <= _mid(v) <= hi_w and abs(_mid(u) - _mid(v)) < _SAME_WORD_S
-             and normalise_words(u.text) == normalise_words(v.text) and normalise_words(u.text)]
+    near_before = [w for w in before if lo_w <= _mid(w) <= hi_w]
+    near_after = [w for w in after if lo_w <= _mid(w) <= hi_w]
+    # a word said twice in a row ("no, no") pairs with its own reading, the nearest one
+    pairs = [(abs(_mid(u) - t0), abs(_mid(u) - _mid(v)), _mid(u), _mid(v)) for u in near_before for v in near_after
+             if abs(_mid(u) - _mid(v)) < _SAME_WORD_S and normalise_words(u.text) == normalise_words(v.text)
+             and normalise_words(u.text)]
     if pairs:
-        _, mu, mv = min(pairs)
+        _, _, mu, mv = min(pairs)
         return math.nextafter(mu, math.inf), math.nextafter(mv, math.inf)
     return t0, t0
 
