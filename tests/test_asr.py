@@ -135,6 +135,9 @@ def random_whisper_ckpt(tmp_path_factory) -> Path:
                            # tokens, and a random model never says "end", so this keeps the test fast
                            n_vocab=51865, n_text_ctx=64, n_text_state=64, n_text_head=2, n_text_layer=1)
     m = Whisper(dims)
+    # whisper leaves the decoder's positional embedding as torch.empty: whatever memory held,
+    # NaN included, and then the model decodes nothing on some runs
+    torch.nn.init.normal_(m.decoder.positional_embedding, std=0.02)
     p = tmp_path_factory.mktemp("whisper") / "random.pt"
     torch.save({"dims": dims.__dict__, "model_state_dict": m.state_dict()}, p)
     return p
