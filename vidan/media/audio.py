@@ -7,6 +7,11 @@ ffmpeg keeps the file's own timestamps (``-copyts``), seeks to
 ``span.start_s`` past the container start, and ``aresample`` with ``first_pts`` pads with
 silence when the audio stream starts after the span does (and fills gaps inside it),
 so sample ``i`` is always at ``span.start_s + i / 16000``.
+
+Some streams send no packets for a while (recorders that drop silence, a hole in a
+stream). A span that ends in such a gap is padded with silence to its end: only when
+no packet follows does the audio really end there, and only an end before the one the
+stream's header promises is a loss worth a note.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ SAMPLE_RATE = 16000
 _SHORT_TOLERANCE_S = 0.5
 _MAX_ERROR_LINES = 8
 _MAX_ERROR_CHARS = 2000
+_ADDRESS = re.compile(r" @ 0x[0-9a-fA-F]+")
 # aresample counts first_pts in its *input* rate, so resample to 16 kHz first and pad in
 # a second pass; min_hard_comp makes gaps of 10 ms and more become silence, not drift.
-_ADDRESS = re.compile(r" @ 0x[0-9a-fA-F]+")
 _ALIGN = "aresample={rate},aresample=async=1:min_hard_comp=0.01:first_pts={first}"
 
 
