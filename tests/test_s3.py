@@ -144,3 +144,42 @@ def test_analyze_into_an_s3_report_and_rerun(s3, tmp_path):
                        timeout=120)
     assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 2
     assert s3.env()["AWS_SECRET_ACCESS_KEY"] not in r.stdout
+
+
+def test_s3_folder_into_s3_report_copies_each_new_object_once(s3, tmp_path, monkeypatch):
+    import obstore
+    from obstore.store import S3Store
+
+    import vidan.sources
+    from s3_server import KEY, SECRET
+
+    monkeypatch.setenv("VIDAN_SCRATCH", str(tmp_path / "scratch"))
+    bucket = S3Store(BUCKET, endpoint=s3.endpoint, access_key_id=KEY, secret_access_key=SECRET,
+                     region="us-east-1", client_options={"allow_http": True})
+    prefix = f"in-{secrets.token_hex(4)}"
+    for i, name in enumerate(("rocket", "coffee")):
+        p = synth.write_video(tmp_path / f"{name}.mp4", [Scene(1.5, synth.photo(name))], size=(160, 120), fps=10,
+                              seed=i)
+        obstore.put(bucket, f"{prefix}/clips/{name}.mp4", p.read_bytes())
+    obstore.put(bucket, f"{prefix}/clips/readme.txt", b"not a video\n")
+    src, out = f"s3://{BUCKET}/{prefix}/clips", _uri()
+    cfg = vidan.Config().replace(asr={"backend": "none"}, segments={"plan": "fixed", "window_s": 1.0})
+
+    s = vidan.analyze(src, out=out, config=cfg, executor="local")
+    assert (s.new, s.ok, s.skipped) == (2, 2, 1)
+    rep = vidan.load_report(out)
+    assert sorted(rep.videos.path) == [f"{src}/coffee.mp4", f"{src}/rocket.mp4"]
+    assert rep.videos.etag.notna().all() and (rep.segments.groupby("path").size() >= 1).all()
+    assert list(rep.skipped.reason) == ["not a video: text file"]
+    # the same bytes as a local file have the same id: identity is the content
+    from vidan.store.keys import content_hash
+
+    assert content_hash(tmp_path / "rocket.mp4") in set(rep.videos.video_id)
+    assert not [p for p in (tmp_path / "scratch").iterdir() if not p.name.endswith(".lock")]  # copies cleaned
+
+    def no_download(*a, **k):
+        raise AssertionError("an unchanged object must not be downloaded again")
+
+    monkeypatch.setattr(vidan.sources, "download", no_download)
+    s = vidan.analyze(src, out=out, config=cfg, executor="local")
+    assert (s.unchanged, s.analysed) == (2, 0)

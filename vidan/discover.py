@@ -52,8 +52,8 @@ MEDIA_EXTENSIONS: frozenset[str] = frozenset({
 _TEXT_SNIFF = 8192
 
 ProbeMany = Callable[[list[str]], list[Union[MediaInfo, MediaError]]]
-# (path, size, mtime_ns, inode) -> the video id a report already holds for that file.
-Known = Callable[[str, int, int, int], Optional[str]]
+# (path, size, mtime_ns, inode or ETag) -> the video id a report already holds for that file.
+Known = Callable[[str, int, int, Union[int, str]], Optional[str]]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class Candidate:
     mtime_ns: Optional[int] = field(default=None, compare=False)
     inode: Optional[int] = field(default=None, compare=False)
     known: bool = field(default=False, compare=False)  # id taken from the report, file not read
+    etag: Optional[str] = field(default=None, compare=False)  # object storage inputs only
 
 
 @dataclass(frozen=True)
@@ -262,15 +263,19 @@ def has_media_extension(path: str) -> bool:
 
 
 def discover(paths: Sequence[Union[str, bytes, os.PathLike]], *, probe_many: ProbeMany = probe_isolated,
-             known: Optional[Known] = None) -> tuple[Discovery, dict[str, Union[MediaInfo, MediaError]]]:
+             known: Optional[Known] = None, storage_options: Optional[dict] = None) -> tuple[Discovery, dict[str, Union[MediaInfo, MediaError]]]:
     """Candidates and skipped files under ``paths``, plus the probe result of each probed candidate.
 
     ``probe_many`` probes a list of paths and returns one ``MediaInfo`` or ``MediaError``
     per path, in order (by default in one isolated child process). ``known`` gives the
     id a report already holds for an unchanged file: such files are neither read nor
-    probed (their candidates have ``known=True`` and no probe result).
+    probed (their candidates have ``known=True`` and no probe result). ``s3://`` inputs
+    are listed and identified through ``vidan.sources``.
     """
-    files, skipped = _walk(paths)
+    from vidan.sources import is_remote
+
+    remote = [p for p in paths if is_remote(p)]
+    files, skipped = _walk([p for p in paths if not is_remote(p)])
     by_id: dict[str, str] = {}
     # (path, video_id, size, always a candidate, mtime_ns, inode); probed after the cheap checks
     to_probe: list[tuple] = []
@@ -331,6 +336,19 @@ def discover(paths: Sequence[Union[str, bytes, os.PathLike]], *, probe_many: Pro
         else:
             why = result.message if isinstance(result, MediaError) else "no audio or video stream"
             skipped.append(Skipped(path, f"not a video: {why}"))
+    for uri in remote:
+        from vidan.sources import remote_candidates
+
+        cands, skips, found = remote_candidates(os.fspath(uri), known, storage_options)
+        for c in cands:
+            if c.video_id in by_id:
+                skipped.append(Skipped(c.path, f"duplicate of {by_id[c.video_id]}"))
+            else:
+                by_id[c.video_id] = c.path
+                discovery.candidates.append(c)
+                if c.path in found:
+                    probes[c.path] = found[c.path]
+        skipped.extend(skips)
     return discovery, probes
 
 

@@ -34,6 +34,7 @@ class Stored:
     size_bytes: Optional[int] = None
     mtime_ns: Optional[int] = None
     inode: Optional[int] = None
+    etag: Optional[str] = None  # object storage inputs: the ETag stands in for the inode
 
 
 @dataclass
@@ -51,11 +52,11 @@ class WorkPlan:
 
 def identity_index(stored: Iterable[Stored]):
     """A ``known`` function for discovery: trusts a stored id while path, size, mtime and inode match."""
-    table = {(s.path, s.size_bytes, s.mtime_ns, s.inode): s.video_id for s in stored
-             if s.mtime_ns is not None and s.size_bytes is not None}
+    table = {(s.path, s.size_bytes, s.mtime_ns, s.inode if s.inode is not None else s.etag): s.video_id
+             for s in stored if s.mtime_ns is not None and s.size_bytes is not None}
 
-    def known(path: str, size: int, mtime_ns: int, inode: int) -> Optional[str]:
-        return table.get((path, size, mtime_ns, inode))
+    def known(path: str, size: int, mtime_ns: int, ident) -> Optional[str]:
+        return table.get((path, size, mtime_ns, ident))
 
     return known
 

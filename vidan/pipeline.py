@@ -177,17 +177,19 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Conf
     committer = _Committer(store, {"run_id": run_id, "vidan_version": __version__, **keys}, record, summary,
                            config.commit.videos, config.commit.seconds)
     try:
-        work, found, probes, stored = _plan(paths, store, keys, summary, retry_failed, reprocess)
+        work, found, probes, stored = _plan(paths, store, keys, summary, retry_failed, reprocess, storage_options)
         committer.stored = {s.video_id for s in stored}
         committer.skipped = _skipped_rows(found, run_id, store)
         _carry_moved(work, store, committer)
         if work.analyse:
-            _schedule_and_collect(work, probes, config, executor, committer, summary, keys, run_id, progress)
+            _schedule_and_collect(work, probes, config, executor, committer, summary, keys, run_id, progress,
+                                  storage_options)
         committer.flush()
         if work.retag:
             from vidan.retag import retag_report
 
             summary.retagged = retag_report(store, config, keys["tag_key"], committer=committer, device=device)
+        _forget_scratch(work)
         store.compact(meta={**committer.meta, "change": {"compacted": 1}}, tag=run_id)
         store.cleanup(started=started_wall)
         summary.version = store.latest().version
@@ -201,13 +203,14 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Conf
         lock.release()
 
 
-def _plan(paths, store: ReportStore, keys: dict, summary: RunSummary, retry_failed: bool, reprocess: bool):
+def _plan(paths, store: ReportStore, keys: dict, summary: RunSummary, retry_failed: bool, reprocess: bool,
+          storage_options: Optional[dict] = None):
     from vidan.discover import discover
     from vidan.incremental import Stored, identity_index, plan_work
 
-    cols = ["video_id", "path", "status", "analysis_key", "tag_key", "size_bytes", "mtime_ns", "inode"]
+    cols = ["video_id", "path", "status", "analysis_key", "tag_key", "size_bytes", "mtime_ns", "inode", "etag"]
     stored = [Stored(**r) for r in store.read_table("videos", cols).to_pylist()]
-    found, probes = discover(paths, known=identity_index(stored))
+    found, probes = discover(paths, known=identity_index(stored), storage_options=storage_options)
     work = plan_work(found.candidates, stored, analysis_key=keys["analysis_key"], tag_key=keys["tag_key"],
                      retry_failed=retry_failed, reprocess=reprocess, present_paths=[s.path for s in found.skipped])
     summary.files = len(found.candidates)
@@ -218,12 +221,26 @@ def _plan(paths, store: ReportStore, keys: dict, summary: RunSummary, retry_fail
     summary.changed = work.count("changed")
     summary.retried = work.count("retry")
     summary.reanalysed = work.count("reanalyse") + work.count("reprocess")
-    missing = [c.path for c in work.analyse if c.path not in probes and not c.error]
+    missing = [c for c in work.analyse if c.path not in probes and not c.error]
     if missing:  # known files analysed again (new config, retry): probe them now
-        from vidan.media.isolate import probe_isolated
+        from contextlib import ExitStack
 
-        probes.update(zip(missing, probe_isolated(missing)))
+        from vidan.media.isolate import probe_isolated
+        from vidan.sources import local_copy
+
+        with ExitStack() as stack:
+            local = [stack.enter_context(local_copy(c.path, c.etag or "", storage_options, c.size_bytes))
+                     for c in missing]
+            probes.update(zip([c.path for c in missing], probe_isolated(local)))
     return work, found, probes, stored
+
+
+def _forget_scratch(work) -> None:
+    """Scratch copies of object-storage inputs made on this node go when the run ends."""
+    from vidan.sources import forget
+
+    for c in work.analyse:
+        forget(c.path, c.etag or "")
 
 
 def _skipped_rows(found, run_id: str, store: ReportStore) -> Optional[list[dict]]:
@@ -253,12 +270,13 @@ def _carry_moved(work, store: ReportStore, committer: _Committer) -> None:
         segs.setdefault(r["video_id"], []).append(r)
     for r in vt.filter(pc.is_in(vt.column("video_id"), value_set=ids)).to_pylist():
         c = by_id[r["video_id"]]
-        r.update(path=_disp(c.path), mtime_ns=c.mtime_ns, inode=c.inode, size_bytes=c.size_bytes)
+        r.update(path=_disp(c.path), mtime_ns=c.mtime_ns, inode=c.inode, etag=c.etag, size_bytes=c.size_bytes)
         committer.add(r, segs.get(r["video_id"], []))
 
 
 def _schedule_and_collect(work, probes: dict, config: Config, executor: Executor, committer: _Committer,
-                          summary: RunSummary, keys: dict, run_id: str, progress: bool) -> None:
+                          summary: RunSummary, keys: dict, run_id: str, progress: bool,
+                          storage_options: Optional[dict] = None) -> None:
     bar = Progress(len(work.analyse), enabled=progress)
     models = executor.start(config)
     bar.started()
@@ -275,12 +293,13 @@ def _schedule_and_collect(work, probes: dict, config: Config, executor: Executor
     handles: dict[Any, tuple[str, str]] = {}
     videos: dict[str, _Video] = {}
     for cand in work.analyse:
-        v = _schedule(cand, probes.get(cand.path), config, executor, handles, bar)
+        v = _schedule(cand, probes.get(cand.path), config, executor, handles, bar, storage_options)
         if isinstance(v, VidanError):
             info = probes.get(cand.path)
             emit(video_row(cand.video_id, cand.path, status=FAILED, info=info if isinstance(info, MediaInfo) else None,
                            error_stage=v.stage, error_message=v.message, size_bytes=cand.size_bytes,
-                           provenance=prov, config_json=cfg_json, mtime_ns=cand.mtime_ns, inode=cand.inode), [])
+                           provenance=prov, config_json=cfg_json, mtime_ns=cand.mtime_ns, inode=cand.inode,
+                           etag=cand.etag), [])
         else:
             videos[cand.video_id] = v
 
@@ -306,19 +325,21 @@ def _schedule_and_collect(work, probes: dict, config: Config, executor: Executor
     bar.close()
 
 
-def _schedule(cand, info, config: Config, executor: Executor, handles: dict, bar: Progress):
+def _schedule(cand, info, config: Config, executor: Executor, handles: dict, bar: Progress,
+              storage_options: Optional[dict] = None):
     """Submit every part of one video; its ``_Video``, or the error that stops it early."""
     err = _early_failure(cand, info)
     if err is not None:
         return err
     v = _Video(cand.video_id, cand.path, info, VideoParts(info), stat=_stat(cand.path),
-               identity={"mtime_ns": cand.mtime_ns, "inode": cand.inode})
+               identity={"mtime_ns": cand.mtime_ns, "inode": cand.inode, "etag": cand.etag})
     spans = plan_parts(info.duration_s, config.limits.part_s)
     for kind, wanted in ((VISUAL, info.has_video), (AUDIO, info.has_audio)):
         if not wanted:
             continue
         for i, span in enumerate(spans):
-            job = PartJob(cand.video_id, cand.path, info, span, i, len(spans))
+            job = PartJob(cand.video_id, cand.path, info, span, i, len(spans), etag=cand.etag or "",
+                          storage_options=storage_options)
             handles[executor.submit(kind, job)] = (cand.video_id, kind)
             v.pending += 1
             bar.parts_total += 1
@@ -345,6 +366,10 @@ def _collect(v: _Video, kind: str, value: Any) -> bool:
 
 
 def _stat(path: str) -> Optional[tuple[int, int]]:
+    from vidan.sources import is_remote
+
+    if is_remote(path):
+        return None  # objects are immutable: a change is a new ETag, seen by the next run
     try:
         st = os.stat(path)
     except OSError:
@@ -398,10 +423,11 @@ def _finished(v: _Video, value: Any, prov: dict, cfg_json: str) -> tuple[dict, l
     for kind, n in v.failed_kinds.items():
         notes.append(f"{n} of {v.submitted[kind]} {kind} part(s) failed")
     now = _stat(v.path)
-    if now is None:
+    if now is None and v.stat is not None:
         notes.append("file disappeared during the run")
     elif v.stat is not None and now != v.stat:
         notes.append("file changed during the run: results may mix old and new content")
+    notes = list(dict.fromkeys(notes))  # overlapping parts can hear the same fault twice
     status = PARTIAL if (v.errors or notes) else OK
     err = v.errors[0] if v.errors else None
     return _row(v, status, prov, cfg_json, error=err, notes=notes, n_segments=len(segments)), segments

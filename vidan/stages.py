@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -35,6 +35,15 @@ class PartJob:
     span: Span
     part_index: int
     n_parts: int
+    # object storage inputs: the worker copies the object to node-local scratch first
+    etag: str = ""
+    storage_options: Optional[dict] = None
+
+    def local(self):
+        """A context giving a local path to decode (the file itself, or a scratch copy)."""
+        from vidan.sources import local_copy
+
+        return local_copy(self.path, self.etag, self.storage_options, self.info.size_bytes)
 
 
 def scan_part(path: str, info: MediaInfo, span: Span, config: Config):
@@ -70,11 +79,12 @@ class VisualStage:
         from vidan.media.isolate import run_isolated
 
         lim = self.config.limits
-        decoded, cuts = run_isolated(
-            "vidan.stages:scan_part",
-            dict(path=job.path, info=job.info, span=job.span, config=self.config),
-            stage=STAGE_DECODE, timeout_s=lim.file_timeout_s, memory_mb=lim.memory_mb,
-        )
+        with job.local() as path:
+            decoded, cuts = run_isolated(
+                "vidan.stages:scan_part",
+                dict(path=path, info=job.info, span=job.span, config=self.config),
+                stage=STAGE_DECODE, timeout_s=lim.file_timeout_s, memory_mb=lim.memory_mb,
+            )
         if len(decoded.images):
             probs = self.classifier.probs(decoded.images).astype(np.float32)
         else:
@@ -113,7 +123,8 @@ class AudioStage:
         # Heard with context, so speech cut by the part boundary is whole; only the words
         # leave the part's span, and assemble.stitch_words keeps each of them once.
         heard = with_context(span, job.info.duration_s, PART_CONTEXT_S) if job.n_parts > 1 else span
-        audio, notes = extract_audio(job.path, job.info, heard, own=span, timeout_s=self.config.limits.file_timeout_s)
+        with job.local() as path:
+            audio, notes = extract_audio(path, job.info, heard, own=span, timeout_s=self.config.limits.file_timeout_s)
         first = int(round((span.start_s - heard.start_s) * SAMPLE_RATE))
         own = audio[first:first + int(round(span.duration_s * SAMPLE_RATE))]
         heard_speech = speech_spans(audio, offset_s=heard.start_s, rate=SAMPLE_RATE)

@@ -168,6 +168,10 @@ class FasterWhisperAsr:
         a = _prepare_audio(audio)
         if a is None:
             return Transcript()
+        import ctranslate2
+
+        # temperature fallback samples at random: seeded, the same audio gives the same words
+        ctranslate2.set_random_seed(0)
         segments, info = self._model.transcribe(
             a,
             language=language or self.cfg.language,
