@@ -147,15 +147,61 @@ def _search(args) -> int:
     from vidan.search import search
 
     hits = search(args.query, args.reports, top=args.top, storage_options=_storage_options(args))
-    for h in hits:
-        if args.json:
+    if args.json:
+        for h in hits:
             print(json.dumps({"path": h.path, "video_id": h.video_id, "segment_index": h.segment_index,
                               "start_s": round(h.start_s, 3), "end_s": round(h.end_s, 3),
                               "score": round(h.score, 4), "modality": h.modality}))
-        else:
-            said = f'  "{h.transcript[:70]}"' if h.transcript else ""
-            print(f"{h.score:.3f}  {h.path}  {h.start_s:7.2f}-{h.end_s:7.2f}s  [{h.modality}]{said}")
+        return EXIT_OK
+    if not hits:
+        print("no segments in this report", file=sys.stderr)
+        return EXIT_OK
+    print(_hits_table(hits, args.query))
     return EXIT_OK
+
+
+# Tags that say nothing about what is in the picture: the sound and the language.
+_NOT_SEEN = {"speech", "silence", "non_speech_sound"}
+
+
+def _hits_table(hits, query: str) -> str:
+    """The hits as a table a person reads: rank, file, mm:ss–mm:ss, score, and why it matched."""
+    from vidan.report import clock
+
+    files = [_short(h.path) for h in hits]
+    width = max(4, *(len(f) for f in files))
+    lines = [f"{'rank':>4}  {'file':<{width}}  {'time':<11}  {'score':>5}  why"]
+    for i, (h, f) in enumerate(zip(hits, files), 1):
+        lines.append(f"{i:>4}  {f:<{width}}  {clock(h.start_s) + '–' + clock(h.end_s):<11}  {h.score:5.3f}  "
+                     f"{_why(h, query)}")
+    return "\n".join(lines)
+
+
+def _short(path: str, limit: int = 40) -> str:
+    return path if len(path) <= limit else "…" + path[-(limit - 1):]
+
+
+def _why(hit, query: str, limit: int = 60) -> str:
+    """The query's words heard in the segment, or else what its pictures were labelled."""
+    from vidan.search import _terms
+
+    said = hit.transcript or ""
+    words = said.split()
+    wanted = _terms(query)
+    matched = [i for i, w in enumerate(words) if _terms(w) & wanted]
+    if matched:
+        a = max(0, matched[0] - 3)
+        b = min(len(words), max(matched[-1] + 4, a + 1))
+        text = " ".join(words[a:b])
+        text = text if len(text) <= limit else text[:limit - 1] + "…"
+        return f'said "{"…" if a else ""}{text}{"…" if b < len(words) else ""}"'
+    heard = {w.strip(".,;:!?\"'").lower() for w in words}
+    seen = [t for t in hit.tags if t not in _NOT_SEEN and t.lower() not in heard and not (len(t) == 2 and t.islower())]
+    if hit.modality != "text" and seen:
+        return "seen: " + ", ".join(seen[:4])
+    if said.strip():
+        return f'said "{said.strip()[:limit - 1]}{"…" if len(said.strip()) >= limit else ""}"'
+    return f"[{hit.modality}]"
 
 
 def _tag(args) -> int:

@@ -55,13 +55,10 @@ class Hit:
 
 
 def _matrix(col) -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) float32 matrix of a list column, and a mask of the rows that had a value."""
-    present = np.array([v is not None for v in col], dtype=bool)
-    dim = next((len(v) for v in col if v is not None), 0)
-    m = np.zeros((len(col), dim), np.float32)
-    if present.any():
-        m[present] = np.stack([np.asarray(v, np.float32) for v, p in zip(col, present) if p])
-    return m, present
+    """(N, D) float32 matrix of an embedding column, and a mask of the rows that had a value."""
+    from vidan.report import as_matrix
+
+    return as_matrix(col)
 
 
 def _terms(text) -> set[str]:
@@ -98,7 +95,7 @@ def rank(query_embedding: np.ndarray, segments, top: int = 10, query: str = "",
     q = np.asarray(query_embedding, np.float32)
     scores = []
     for modality, column in _MODALITY_COLUMNS.items():
-        m, present = _matrix(list(segments[column]))
+        m, present = _matrix(segments[column])
         s = np.full(len(segments), -np.inf, np.float32)
         if m.shape[1] and modality in ranking.modalities:
             s[present] = m[present] @ q
