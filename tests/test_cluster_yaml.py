@@ -84,3 +84,11 @@ def test_dashboard_and_ray_are_guarded():
     # token authentication on every node: the token travels with file_mounts, the mode with ~/.bashrc
     assert cfg["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
     assert any("RAY_AUTH_MODE=token" in c and ".bashrc" in c for c in cfg["setup_commands"])
+
+
+def test_storage_keys_come_from_a_mounted_file_never_from_this_one():
+    cfg = _load()
+    assert cfg["file_mounts"].get("~/.vidan/s3.env") == "~/.vidan/s3.env"
+    # the file is exported into the shell every Ray command starts from
+    assert any(". ~/.vidan/s3.env" in c and "set -a" in c and ".bashrc" in c for c in cfg["setup_commands"])
+    assert not re.search(r"AWS_[A-Z_]+\s*[=:]", (ROOT / "ray_cluster.yaml").read_text())
