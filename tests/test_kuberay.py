@@ -296,9 +296,9 @@ def test_cronjob_shell_line_submits_with_the_days_id(tmp_path):
     subprocess.run([*container["command"], container["args"][0]], check=True, timeout=10,
                    env={**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"})
     after = datetime.datetime.now(datetime.timezone.utc).date()
-    argv = record.read_text().splitlines()
-    assert argv[0] == "submit"
-    ids = argv[argv.index("--submission-id") + 1]
-    assert ids in {f"nightly-{before.isoformat()}", f"nightly-{after.isoformat()}"}
-    assert argv[argv.index("--out") + 1].startswith("s3://")
-    assert all(a.startswith("s3://") for a in argv[1:argv.index("--out")])
+    args = _vidan_args(record.read_text().splitlines())
+    assert args.command == "submit"
+    assert args.submission_id in {f"nightly-{before.isoformat()}", f"nightly-{after.isoformat()}"}
+    assert args.paths and all(p.startswith("s3://") for p in args.paths)
+    assert args.out.startswith("s3://")
+    assert args.address == f"http://{_load('raycluster.yaml')['metadata']['name']}-head-svc:8265"
