@@ -280,18 +280,3 @@ def test_search_cli_json_lines(report):
     assert lines[0]["modality"] in ("fused", "visual", "text")
     assert [x["score"] for x in lines] == sorted((x["score"] for x in lines), reverse=True)
 
-
-def test_explore_notebook_runs_on_a_real_report(report, monkeypatch):
-    """The notebook's code cells, run in order against this report (no Jupyter needed)."""
-    import json
-    from pathlib import Path
-
-    summary, _ = report
-    monkeypatch.setenv("VIDAN_REPORT", str(summary.out))
-    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "explore.ipynb").read_text())
-    scope: dict = {}
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            exec(compile("".join(cell["source"]), "explore.ipynb", "exec"), scope)
-    assert len(scope["rep"].videos) == 5
-    assert {"kind", "label", "score"} <= set(scope["tags"].columns)
