@@ -80,6 +80,14 @@ def tag(reports: Union[str, os.PathLike], taxonomy: Optional[Union[str, os.PathL
         lock.release()
 
 
+def jobs(address: Optional[str] = None):
+    """A Ray cluster's job server (``http://HEAD:8265``; default ``RAY_API_SERVER_ADDRESS``,
+    then ``RAY_ADDRESS``): submit vidan runs to it, read their status and logs, stop them."""
+    from workers.ray_jobs import Jobs
+
+    return Jobs(address)
+
+
 def _iso(t: float, timespec: str = "seconds") -> str:
     from datetime import datetime, timezone
 

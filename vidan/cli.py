@@ -77,7 +77,46 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                    help="object storage setting (endpoint, region, access_key_id, ...); repeatable")
     s.add_argument("--debug", action="store_true", help="show tracebacks")
+    _add_job_parsers(sub, a)
     return p
+
+
+# analyze's options that make no sense for a job on a cluster: the job joins the cluster
+# it runs on, and the cluster sizes its own pools
+_NOT_FOR_JOBS = {"help", "paths", "out", "address", "local", "num_cpus"}
+
+
+def _add_job_parsers(sub, analyze: argparse.ArgumentParser) -> None:
+    j = sub.add_parser("submit", help="run analyze on a Ray cluster, as a Ray job",
+                       description="Submit `vidan analyze` to a Ray cluster's job server. The job runs this "
+                                   "vidan's code; paths are as the cluster sees them (shared storage or s3://). "
+                                   "Prints the job id.")
+    j.add_argument("paths", nargs="+", metavar="PATH", help="video files or folders, as the cluster sees them")
+    j.add_argument("--out", "-o", required=True, metavar="URI", help="report folder (shared storage) or s3://...")
+    j.add_argument("--address", metavar="URL",
+                   help="the job server, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, then $RAY_ADDRESS)")
+    j.add_argument("--submission-id", metavar="ID",
+                   help="a name for this run: a second submit with the same ID is refused, not run twice")
+    j.add_argument("--wait-for-job", action="store_true",
+                   help="print the job's log until it ends; exit as its vidan analyze did")
+    # every other analyze option, shared with analyze's parser so the two never drift apart
+    j.set_defaults(analyze_options=[])
+    for action in analyze._actions:
+        if action.dest not in _NOT_FOR_JOBS:
+            j._add_action(action)
+            j.get_default("analyze_options").append(action)
+
+    jobs = sub.add_parser("jobs", help="status, logs or stop of a submitted job",
+                          description="Look after a job that `vidan submit` started.")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    for name, what in (("status", "the job's status"), ("logs", "the job's log"), ("stop", "stop the job")):
+        c = jobs_sub.add_parser(name, help=what)
+        c.add_argument("job_id", metavar="ID", help="the id `vidan submit` printed, or its --submission-id")
+        c.add_argument("--address", metavar="URL",
+                       help="the job server, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, then $RAY_ADDRESS)")
+        c.add_argument("--debug", action="store_true", help="show tracebacks")
+        if name == "logs":
+            c.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
 
 
 def _config(args):
@@ -231,6 +270,79 @@ def _runs(args) -> int:
     return EXIT_OK
 
 
+def _submit(args) -> int:
+    import shutil
+    import tempfile
+
+    from vidan.api import jobs
+    from vidan.cluster import absolute_input, analyze_entrypoint, job_runtime_env, split_storage_options
+    from vidan.tags import load_taxonomy
+
+    load_taxonomy(_config(args).tags.taxonomy)  # a bad config or taxonomy is found here, not on the cluster
+    split_storage_options(args.storage_option)
+    ship = tempfile.mkdtemp(prefix="vidan-submit-")
+    try:
+        argv = [*map(absolute_input, args.paths), "--out", absolute_input(args.out)]
+        for action in args.analyze_options:
+            value = getattr(args, action.dest)
+            if value is None or value == action.default:
+                continue
+            flag = max(action.option_strings, key=len)
+            if action.dest in ("config", "taxonomy"):
+                # files named on this machine travel with the job, in its working folder
+                name = action.dest + os.path.splitext(value)[1]
+                shutil.copyfile(value, os.path.join(ship, name))
+                argv += [flag, name]
+            elif action.nargs == 0:
+                argv.append(flag)
+            else:
+                argv += [x for v in (value if isinstance(value, list) else [value]) for x in (flag, str(v))]
+        from vidan import __version__
+
+        server = jobs(args.address)
+        job_id = server.submit(analyze_entrypoint(argv), job_runtime_env(ship),
+                               submission_id=args.submission_id,
+                               metadata={"vidan_version": __version__, "vidan_out": absolute_input(args.out)})
+    finally:
+        shutil.rmtree(ship, ignore_errors=True)
+    print(job_id, flush=True)
+    if not args.wait_for_job:
+        print(f"submitted; follow it with: vidan jobs logs {job_id} --follow --address {server.address}",
+              file=sys.stderr)
+        return EXIT_OK
+    server.follow(job_id, out=sys.stderr)
+    return _job_exit(server.info(job_id))
+
+
+def _job_exit(info) -> int:
+    status = str(info.status)
+    print(f"job {info.submission_id}: {status}" + (f" ({info.message})" if info.message else ""), file=sys.stderr)
+    if status == "SUCCEEDED":
+        return EXIT_OK
+    code = getattr(info, "driver_exit_code", None)
+    return code if code in (EXIT_SOME_FAILED, EXIT_CANNOT_RUN) else EXIT_CANNOT_RUN
+
+
+def _jobs(args) -> int:
+    from vidan.api import jobs
+
+    server = jobs(args.address)
+    if args.jobs_command == "status":
+        info = server.info(args.job_id)
+        code = getattr(info, "driver_exit_code", None)
+        print(f"{args.job_id}  {info.status}" + (f"  exit {code}" if code is not None else "")
+              + (f"  {info.message}" if info.message else ""))
+    elif args.jobs_command == "logs":
+        if args.follow:
+            server.follow(args.job_id)
+        else:
+            sys.stdout.write(server.logs(args.job_id))
+    else:
+        stopped = server.stop(args.job_id)
+        print(f"{args.job_id}: {'stopping' if stopped else 'not running'}")
+    return EXIT_OK
+
+
 class _Usage(Exception):
     pass
 
@@ -248,13 +360,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_CANNOT_RUN
     debug = getattr(args, "debug", False)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from vidan.cluster import ClusterError
     from vidan.config import ConfigError
     from vidan.store import OutputError
 
-    commands = {"analyze": _analyze, "search": _search, "tag": _tag, "runs": _runs}
+    commands = {"analyze": _analyze, "search": _search, "tag": _tag, "runs": _runs, "submit": _submit, "jobs": _jobs}
     try:
         return commands[args.command](args)
-    except (ConfigError, OutputError, _Usage, FileNotFoundError, ValueError) as e:
+    except (ConfigError, OutputError, ClusterError, _Usage, FileNotFoundError, ValueError) as e:
         if debug:
             raise
         print(f"vidan: error: {e}", file=sys.stderr)

@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from vidan.cluster import ClusterError, check_reachable, cluster_address, is_loopback, token_available
 from vidan.config import Config
 from vidan.records import VidanError
 from vidan.stages import AUDIO, FINISH, STAGE_OF_KIND, VISUAL
@@ -70,17 +71,91 @@ def _keep_ray_on_loopback() -> None:
         constants.ENABLE_RAY_CLUSTER = False
 
 
+def use_cluster_token() -> None:
+    """Send a cluster the Ray token found where Ray documents it, unless RAY_AUTH_MODE says otherwise.
+
+    ``ray start --head`` turns token authentication on when a token exists, but a client
+    naming the cluster by address does not look for one (only ``address="auto"`` does), so
+    it is refused with ``InvalidAuthToken`` until it gives up. A cluster without token
+    authentication ignores the token.
+    """
+    if "RAY_AUTH_MODE" in os.environ or not token_available():
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # Ray caches its config once imported: read the mode again, as Ray does when it turns it on
+        from ray._raylet import Config as RayConfig
+
+        RayConfig.initialize("")
+    except ImportError:
+        pass
+
+
+def _first_line(e: BaseException) -> str:
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+
+
+_TOKEN_REFUSED = ("the Ray cluster at {address} refused this client's token (token authentication): put the "
+                  "cluster's token (`ray get-auth-token` on the head) in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+                  "~/.ray/auth_token")
+
+
+def prepare_connection(address: str) -> None:
+    """Everything that can be checked about a cluster before joining it, each failure one line:
+    that it answers, that it is reached where it listens, and that it accepts our token."""
+    import ray
+
+    host = check_reachable(address)
+    if host is None:
+        return
+    if is_loopback(host):
+        # a head started on 127.0.0.1 is reached there: without this Ray swaps 127.0.0.1
+        # for this machine's public address, where nothing listens
+        _keep_ray_on_loopback()
+    use_cluster_token()
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:
+        return
+    try:
+        # Asking for the cluster id is the first call that needs the token; a refusal comes
+        # back at once, where ray.init would retry it for 20 s before failing.
+        GcsClient(address=address)
+    except ray.exceptions.AuthenticationError:
+        raise ClusterError(_TOKEN_REFUSED.format(address=address)) from None
+    except Exception:  # anything else is ray.init's to find and report
+        pass
+
+
+def connect_ray(address: str, **kwargs: Any) -> None:
+    """Join the cluster at ``address``; a cluster that cannot be used is one ClusterError line."""
+    import ray
+
+    prepare_connection(address)
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError) as e:
+        chain, cause = [], e
+        while cause is not None:
+            chain.append(cause)
+            cause = cause.__cause__
+        if any(isinstance(c, ray.exceptions.AuthenticationError) or "InvalidAuthToken" in str(c) for c in chain):
+            raise ClusterError(_TOKEN_REFUSED.format(address=address)) from None
+        raise ClusterError(f"could not join the Ray cluster at {address}: {_first_line(e)}") from None
+
+
 def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, temp_dir: Optional[str] = None,
              quiet: bool = True) -> bool:
-    """Connect to ``address`` or start an embedded Ray bound to 127.0.0.1. True if we started it."""
+    """Join the cluster at ``address`` (else ``RAY_ADDRESS``), or start an embedded Ray bound
+    to 127.0.0.1. True if this call initialised Ray."""
     import ray
 
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=not quiet, logging_level=logging.WARNING,
                                   configure_logging=True)
+    address = cluster_address(address)
     if address:
-        ray.init(address=address, **kwargs)
+        connect_ray(address, **kwargs)
         return True
     _keep_ray_on_loopback()
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, _temp_dir=temp_dir, **kwargs)
@@ -96,7 +171,10 @@ MAX_TASK_RETRIES = 2
 class RayExecutor:
     def __init__(self, address: Optional[str] = None, *, num_cpus: Optional[int] = None, device: str = "auto",
                  temp_dir: Optional[str] = None, quiet: bool = True, call_timeout_s: Optional[float] = None):
-        self.address = address
+        # a cluster that cannot be reached is found before the report folder is touched
+        self.address = cluster_address(address)
+        if self.address:
+            prepare_connection(self.address)
         # A call still running after this long is stuck (decoders have their own, shorter
         # limit in the isolated child; this catches a hang anywhere else): it is cancelled,
         # not retried, and its actor is restarted.
