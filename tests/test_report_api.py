@@ -7,6 +7,7 @@ pyarrow alone, so a view that drops, reorders or invents rows fails here.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -212,3 +213,43 @@ def test_a_report_on_s3_reads_the_same(out, rep, monkeypatch):
                                                                         for f in files(out, "segments")]
     finally:
         server.stop()
+
+
+def test_vidan_search_prints_a_table_a_person_reads(out):
+    import json
+
+    from log_guard import run_vidan
+
+    proc = run_vidan("search", "a strong cup of coffee", "--reports", out, "--top", "3")
+    assert proc.returncode == 0, proc.stderr
+    header, *rows = proc.stdout.splitlines()
+    assert header.split() == ["rank", "file", "time", "score", "why"]
+    assert len(rows) == 3
+    first = rows[0].split(None, 4)
+    assert first[0] == "1" and first[1].endswith("coffee.mp4") and first[2] == "00:00–00:06", rows[0]
+    assert first[4].startswith('said "') and "cup of coffee" in first[4], rows[0]
+    data = [json.loads(line) for line in run_vidan("search", "a strong cup of coffee", "--reports", out, "--top", "3",
+                                                   "--json").stdout.splitlines()]
+    assert set(data[0]) == {"path", "video_id", "segment_index", "start_s", "end_s", "score", "modality"}
+    assert [r.split(None, 4)[3] for r in rows] == [f"{d['score']:.3f}" for d in data]
+    # the silent clip matches on its picture alone: its labels say why
+    proc = run_vidan("search", "a tabby cat", "--reports", out, "--top", "1")
+    row = proc.stdout.splitlines()[1]
+    assert "silent.mp4" in row and re.search(r"seen: .*\b(tabby|cat)\b", row), row
+
+
+def test_the_search_table_shows_clock_times_and_why():
+    from vidan.cli import _hits_table
+    from vidan.search import Hit
+
+    said = Hit(path="/v/" + "long-folder-name/" * 4 + "talk.mp4", video_id="a", segment_index=3, start_s=65.4,
+               end_s=3725.0, score=0.81234, modality="text",
+               transcript="so we went out and bought some fresh bread from the baker on the corner today",
+               tags=["food_and_drink", "speech", "en", "bread", "baker"])
+    seen = Hit(path="/v/cat.mkv", video_id="b", segment_index=0, start_s=0.0, end_s=7.0, score=0.5, modality="visual",
+               transcript="", tags=["animals", "tabby", "silence"])
+    lines = _hits_table([said, seen], "fresh bread").splitlines()
+    assert lines[1].split()[2] == "01:05–1:02:05" and lines[1].split()[3] == "0.812"
+    assert lines[1].split()[1].startswith("…") and lines[1].split()[1].endswith("/talk.mp4")
+    assert 'said "…and bought some fresh bread from the baker…"' in lines[1]
+    assert lines[2].endswith("seen: animals, tabby")
