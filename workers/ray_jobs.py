@@ -33,11 +33,15 @@ def _without(names) -> Iterator[None]:
 
 
 def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    # the job server's answers come as "Request failed with status code 404: <its text>."
-    if "status code" in text and ": " in text:
-        text = text.split(": ", 1)[1].rstrip(".")
-    return text or type(e).__name__
+    text = str(e)
+    # the job server's answers come as "Request failed with status code 404: <its text>.",
+    # its text sometimes a whole traceback, whose last line says what went wrong
+    if text.startswith("Request failed with status code") and ": " in text:
+        text = text.split(": ", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Traceback"):
+        lines = lines[-1:]
+    return " ".join(" ".join(lines).split()).rstrip(". ") or type(e).__name__
 
 
 class Jobs:
