@@ -113,3 +113,9 @@ def test_duckdb_and_polars_read_every_column_with_its_type(workdir, rep):
     assert types["tags"].replace('"', "") == "STRUCT(label VARCHAR, score FLOAT, source VARCHAR, kind VARCHAR)[]" and types["start_s"] == "DOUBLE"
     n = duckdb.sql(f"SELECT count(*) FROM read_parquet({files(report, 'videos')!r})").fetchall()[0][0]
     assert n == len(rep.videos)
+
+
+def test_files_names_only_the_three_datasets(workdir):
+    # Manifest.files answers any other name with the segments files: a typo must not read them
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        files(workdir / "reports" / "sample", "tags")
