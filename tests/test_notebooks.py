@@ -4,6 +4,7 @@ a report the real pipeline made, as a user runs them; each must draw its figures
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -61,6 +62,8 @@ def kernel_env(out, tmp_path, monkeypatch):
     # the kernel inherits this process's environment
     monkeypatch.setenv("VIDAN_REPORTS", str(out))
     monkeypatch.setenv("VIDAN_CACHE", str(tmp_path / "cache"))  # thumbnails go here, not into ~/.cache
+    # the kernel of this environment (ipykernel's own spec), before any user's "python3" spec
+    monkeypatch.setenv("JUPYTER_PATH", str(Path(sys.prefix) / "share" / "jupyter"))
     return out
 
 
