@@ -111,19 +111,26 @@ def prepare_connection(address: str) -> None:
         # a head started on 127.0.0.1 is reached there: without this Ray swaps 127.0.0.1
         # for this machine's public address, where nothing listens
         _keep_ray_on_loopback()
-    use_cluster_token()
     try:
         from ray._raylet import GcsClient
     except ImportError:
+        use_cluster_token()
         return
-    try:
-        # Asking for the cluster id is the first call that needs the token; a refusal comes
-        # back at once, where ray.init would retry it for 20 s before failing.
-        GcsClient(address=address)
-    except ray.exceptions.AuthenticationError:
-        raise ClusterError(_TOKEN_REFUSED.format(address=address)) from None
-    except Exception:  # anything else is ray.init's to find and report
-        pass
+    # Only a cluster that asks for a token gets one: a client in token mode cannot create
+    # actors on a cluster without token authentication (they are cancelled unscheduled).
+    # Asking for the cluster id is the first call that needs the token; a refusal comes
+    # back at once, where ray.init would retry it for 20 s before failing.
+    for attempt in range(2):
+        try:
+            GcsClient(address=address)
+            return
+        except ray.exceptions.AuthenticationError:
+            if attempt == 0 and "RAY_AUTH_MODE" not in os.environ and token_available():
+                use_cluster_token()
+                continue
+            raise ClusterError(_TOKEN_REFUSED.format(address=address)) from None
+        except Exception:  # anything else is ray.init's to find and report
+            return
 
 
 def connect_ray(address: str, **kwargs: Any) -> None:
