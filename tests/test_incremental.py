@@ -276,3 +276,24 @@ def test_a_second_run_on_the_same_report_gets_a_clear_message(tmp_path, clips):
     _, err = waiting.communicate(timeout=300)
     assert waiting.returncode == 0, err
     assert "1 unchanged" in err
+
+
+def test_a_touched_file_is_read_once_then_trusted_again(tmp_path, clips, monkeypatch):
+    videos = _folder(tmp_path, clips, 2)
+    out = tmp_path / "rep"
+    _analyze(videos, out)
+    os.utime(videos / "c0.mp4", ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    s = _analyze(videos, out)  # c0 is read (its stat changed), found unchanged, its identity recorded
+    assert (s.unchanged, s.analysed) == (2, 0)
+    row = vidan.load_report(out).videos.set_index("path").loc[str(videos / "c0.mp4")]
+    assert row.mtime_ns == 1_000_000_000_000_000_000
+
+    from vidan.store import keys
+
+    def no_reading(*a, **k):
+        raise AssertionError("a file whose stat matches the report must not be read")
+
+    monkeypatch.setattr(keys, "content_hash", no_reading)
+    s = _analyze(videos, out)
+    assert (s.unchanged, s.analysed) == (2, 0)
+    _once(vidan.load_report(out))

@@ -43,6 +43,7 @@ class WorkPlan:
     reasons: dict[str, str] = field(default_factory=dict)  # video_id -> new | changed | reanalyse | retry | reprocess
     supersede: dict[str, str] = field(default_factory=dict)  # new video_id -> old video_id it replaces (changed file)
     moved: list = field(default_factory=list)  # (candidate, stored) with a new path
+    refresh: list = field(default_factory=list)  # (candidate, stored): same path and bytes, new mtime or inode
     retag: set[str] = field(default_factory=set)  # video ids whose tags are stale
     unchanged: list = field(default_factory=list)
 
@@ -102,4 +103,8 @@ def plan_work(candidates: Sequence, stored: Sequence[Stored], *, analysis_key: s
             plan.unchanged.append(c)
             if s.tag_key != tag_key and s.status != FAILED:
                 plan.retag.add(c.video_id)
+            if not c.known and s.path == c.path and c.mtime_ns is not None:
+                # same bytes, new stat (touched, copied back): record the new identity so
+                # the next run need not read the file again
+                plan.refresh.append((c, s))
     return plan

@@ -253,13 +253,14 @@ def _skipped_rows(found, run_id: str, store: ReportStore) -> Optional[list[dict]
 
 
 def _carry_moved(work, store: ReportStore, committer: _Committer) -> None:
-    """Rows of files that moved are rewritten with their new path; nothing is decoded."""
-    if not work.moved:
+    """Rows of files that moved are rewritten with their new path (and of touched files with
+    their new mtime and inode); nothing is decoded."""
+    if not work.moved and not work.refresh:
         return
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    by_id = {c.video_id: c for c, _ in work.moved}
+    by_id = {c.video_id: c for c, _ in work.moved + work.refresh}
     ids = pa.array(sorted(by_id), pa.string())
     m = store.latest()
     vt = store.read_table("videos", manifest=m)
