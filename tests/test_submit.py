@@ -183,6 +183,8 @@ def test_submit_runs_this_vidan_on_the_cluster(head, clips, tmp_path):
     assert logs.returncode == 0, logs.stderr
     assert "-m vidan analyze" in logs.stdout, logs.stdout
     assert not error_lines(logs.stdout), logs.stdout
+    followed = run_vidan("jobs", "logs", "nightly-1", "--follow", "--address", head.url, env=head.env, timeout=60)
+    assert followed.returncode == 0 and "-m vidan analyze" in followed.stdout, followed.stdout + followed.stderr
     stop = run_vidan("jobs", "stop", "nightly-1", "--address", head.url, env=head.env)
     assert stop.returncode == 0 and "not running" in stop.stdout, stop.stdout + stop.stderr
     missing = run_vidan("jobs", "status", "no-such-job", "--address", head.url, env=head.env)
@@ -253,3 +255,6 @@ def test_a_cluster_that_cannot_be_used_is_one_line_and_exit_2(head, clips, tmp_p
     assert proc.returncode == 2, proc.stderr
     assert "refused this client's token" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "e").exists()
+    proc = run_vidan("jobs", "status", "nightly-1", "--address", head.url, env=wrong)
+    assert proc.returncode == 2 and "refused this client's token" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -316,7 +316,8 @@ def _submit(args) -> int:
 
 def _job_exit(info) -> int:
     status = str(info.status)
-    print(f"job {info.submission_id}: {status}" + (f" ({info.message})" if info.message else ""), file=sys.stderr)
+    said = info.message.strip().splitlines()[0] if info.message and info.message.strip() else ""
+    print(f"job {info.submission_id}: {status}" + (f" ({said.rstrip(':,')})" if said else ""), file=sys.stderr)
     if status == "SUCCEEDED":
         return EXIT_OK
     code = getattr(info, "driver_exit_code", None)
@@ -331,7 +332,7 @@ def _jobs(args) -> int:
         info = server.info(args.job_id)
         code = getattr(info, "driver_exit_code", None)
         print(f"{args.job_id}  {info.status}" + (f"  exit {code}" if code is not None else "")
-              + (f"  {info.message}" if info.message else ""))
+              + (f"  {info.message.strip().splitlines()[0]}" if info.message and info.message.strip() else ""))
     elif args.jobs_command == "logs":
         if args.follow:
             server.follow(args.job_id)

@@ -76,8 +76,9 @@ def use_cluster_token() -> None:
 
     ``ray start --head`` turns token authentication on when a token exists, but a client
     naming the cluster by address does not look for one (only ``address="auto"`` does), so
-    it is refused with ``InvalidAuthToken`` until it gives up. A cluster without token
-    authentication ignores the token.
+    it is refused with ``InvalidAuthToken`` until it gives up. Called only once a cluster
+    has asked for a token: in token mode a client cannot create actors on a cluster that
+    runs without token authentication.
     """
     if "RAY_AUTH_MODE" in os.environ or not token_available():
         return

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Iterator, Optional, TextIO
 
-from vidan.cluster import ClusterError, check_reachable, job_server_address
+from vidan.cluster import ClusterError, check_reachable, job_server_address, token_available
 from workers.ray_executor import use_cluster_token
 
 # Ray's JobSubmissionClient prefers these environment variables to the address it is
@@ -54,14 +54,21 @@ class Jobs:
         self.address = job_server_address(address)
         if self.address.startswith(("http://", "https://")):
             check_reachable(self.address)
-        use_cluster_token()
-        try:
-            with _without(_ADDRESS_VARS if address else ()):
-                self._client = JobSubmissionClient(self.address)
-        except AuthenticationError as e:
-            raise ClusterError(f"the job server at {self.address} refused this client's token: {_one_line(e)}") from None
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ClusterError(f"cannot use the job server at {self.address}: {_one_line(e)}") from None
+        # the token goes only to a job server that asks for one, as to a cluster (ray_executor)
+        for attempt in range(2):
+            try:
+                with _without(_ADDRESS_VARS if address else ()):
+                    self._client = JobSubmissionClient(self.address)
+                return
+            except AuthenticationError as e:
+                if attempt == 0 and "RAY_AUTH_MODE" not in os.environ and token_available():
+                    use_cluster_token()
+                    continue
+                raise ClusterError(f"the job server at {self.address} refused this client's token: put the cluster's "
+                                   "token (`ray get-auth-token` on the head) in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH "
+                                   f"or ~/.ray/auth_token ({_one_line(e)})") from None
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise ClusterError(f"cannot use the job server at {self.address}: {_one_line(e)}") from None
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
