@@ -258,3 +258,59 @@ def test_a_cluster_that_cannot_be_used_is_one_line_and_exit_2(head, clips, tmp_p
     proc = run_vidan("jobs", "status", "nightly-1", "--address", head.url, env=wrong)
     assert proc.returncode == 2 and "refused this client's token" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# --- what a job carries, without a cluster ----------------------------------------------
+
+NASTY = ["a b.mp4", "$(touch x).mp4", "`id`.mp4", "it's.mp4", 'say "hi".mp4', "a;b&c|d>e.mp4", "line\nbreak.mp4",
+         "-starts-with-dash.mp4", "*.mp4", "~user.mp4", "back\\slash.mp4", "tab\there.mp4", ""]
+
+
+def test_entrypoint_reaches_vidan_verbatim_through_a_real_shell(tmp_path):
+    from vidan.cluster import analyze_entrypoint
+
+    # a stand-in for `python` that prints the arguments the shell handed it
+    show = tmp_path / "show-argv"
+    show.write_text("#!/bin/sh\nprintf '%s\\0' \"$@\"\n")
+    show.chmod(0o755)
+    args = [f"/data/{name}" for name in NASTY] + ["--out", "s3://bucket/report", "--window", "1.0"]
+    out = subprocess.run(["sh", "-c", analyze_entrypoint(args, python=str(show))], capture_output=True, text=True,
+                         cwd=tmp_path, check=True).stdout
+    assert out.split("\0")[:-1] == ["-m", "vidan", "analyze", *args]
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_job_ships_only_the_two_packages_and_stays_small():
+    from vidan.cluster import SHIP_EXCLUDES, job_runtime_env
+
+    env = job_runtime_env("/somewhere")
+    assert sorted(Path(p).name for p in env["py_modules"]) == ["vidan", "workers"]
+    assert env["working_dir"] == "/somewhere" and "__pycache__" in env["excludes"]
+    shipped = [f for p in env["py_modules"] for f in Path(p).rglob("*") if f.is_file()
+               and "__pycache__" not in f.parts and f.suffix not in (".pyc", ".parquet")]
+    assert {"__pycache__", "*.pyc", "*.parquet"} <= set(SHIP_EXCLUDES)
+    # Ray refuses a package past ~100 MiB; a model file dropped into the package would
+    # break every submit, so it is caught here first
+    assert sum(f.stat().st_size for f in shipped) < 20 * 2**20
+
+
+def test_which_cluster_and_which_job_server(monkeypatch):
+    from vidan.cluster import ClusterError, cluster_address, job_server_address
+
+    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    assert cluster_address(None) is None  # a private Ray on 127.0.0.1
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")  # what Ray's job server gives a job's driver
+    assert cluster_address(None) == "10.0.0.5:6379"
+    assert cluster_address("127.0.0.1:7000") == "127.0.0.1:7000"
+    monkeypatch.setenv("RAY_ADDRESS", "http://10.0.0.5:8265")
+    with pytest.raises(ClusterError, match=r"RAY_ADDRESS=http://10\.0\.0\.5:8265 is a job server"):
+        cluster_address(None)
+    assert job_server_address(None) == "http://10.0.0.5:8265"
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://head:8265/")
+    assert job_server_address(None) == "http://head:8265"  # Ray's order: the API server first
+    assert job_server_address("http://other:8265") == "http://other:8265"
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS")
+    with pytest.raises(ClusterError, match="name the cluster's job server"):
+        job_server_address(None)
