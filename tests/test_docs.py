@@ -1,6 +1,9 @@
-"""README.md documents what the code does: every report column and every CLI option."""
+"""README.md documents what the code does: report columns, CLI options, error stages, benchmark output."""
 
+import importlib
+import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,45 @@ def test_readme_lists_exactly_the_error_stages():
     line = next(ln for ln in README.splitlines() if "| `failed` |" in ln)
     listed = re.findall(r"`(\w+)`:", line[line.index("`error_stage` ("):])
     assert sorted(listed) == sorted(_error_stages().values())
+
+
+BENCHMARKS = ("bench_stages", "bench_memory", "bench_segments", "bench_search")
+
+
+def _benchmark(name: str):
+    # the scripts import their shared helpers as a sibling module, as they do when run
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    return importlib.import_module(name)
+
+
+def _readme_table_header(name: str) -> str:
+    title = f"(`benchmarks/{name}.py`)"
+    assert title in README, f"README's Benchmarks section has no output of benchmarks/{name}.py"
+    lines = README[README.index(title):].splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    return "\n".join(lines[first:first + 2])
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_readme_benchmark_table_has_the_scripts_header(name):
+    assert _readme_table_header(name) == _benchmark(name).HEADER
+
+
+RESULTS = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+
+
+def test_every_benchmark_has_stored_results():
+    stored = {json.loads(p.read_text())["benchmark"] for p in RESULTS}
+    assert sorted(set(BENCHMARKS) - stored) == []
+
+
+@pytest.mark.parametrize("path", RESULTS, ids=lambda p: p.stem)
+def test_readme_carries_the_stored_benchmark_output_unedited(path):
+    # rendering the stored figures again gives exactly what the run printed; the README
+    # must hold that text, so a figure edited by hand or a stale table fails here
+    record = json.loads(path.read_text())
+    mod = _benchmark(record["benchmark"])
+    printed = mod.render(record)
+    assert mod.HEADER in printed
+    assert printed in README, f"README's {record['benchmark']} output differs from {path.name}"
