@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_memory.py
 	$(PY) benchmarks/bench_segments.py
 	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_store.py
 
 clean:
 	rm -rf $(VENV) $(SAMPLES) reports .pytest_cache

@@ -25,6 +25,7 @@ import _common  # noqa: E402
 
 NAME = "bench_store"
 COLUMNS = ["measure", "what", "seconds", "ratio"]
+HEADER = _common.header(COLUMNS)
 
 
 def _vidan(*args: str) -> float:
@@ -106,7 +107,7 @@ def main() -> None:
     ap.add_argument("--segments", type=int, default=100_000, help="segments in the re-tagged report")
     ap.add_argument("--videos", type=int, default=4, help="talks in the incremental folder")
     args = ap.parse_args()
-    record = {"machine": _common.machine()}
+    record = {"benchmark": NAME, "machine": _common.machine()}
     tmp = Path(tempfile.mkdtemp(prefix="vidan-bench-store-"))
     try:
         (tmp / "videos").mkdir()

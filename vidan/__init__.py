@@ -8,9 +8,24 @@
 
 __version__ = "0.1.0"
 
-from vidan.api import analyze  # noqa: E402
-from vidan.config import Config  # noqa: E402
-from vidan.report import Report, load_report  # noqa: E402
-from vidan.search import search  # noqa: E402
+# The names load on first use: `python -m vidan ...` and the worker processes that import
+# one submodule do not pay for pandas, pyarrow and the pipeline they do not need.
+_EXPORTS = {"analyze": "vidan.api", "tag": "vidan.api", "Config": "vidan.config", "Report": "vidan.report",
+            "load_report": "vidan.report", "search": "vidan.search"}
 
-__all__ = ["analyze", "load_report", "Report", "search", "Config", "__version__"]
+__all__ = ["analyze", "tag", "load_report", "Report", "search", "Config", "__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vidan' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))

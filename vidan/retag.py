@@ -8,13 +8,17 @@ tables with numpy, so 100,000 segments take seconds.
 
 from __future__ import annotations
 
-from typing import Sequence
+import logging
+from typing import Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from vidan.report import EMBED_DIM, TAG
+
+log = logging.getLogger("vidan")
+READ_AHEAD_BYTES = 1 << 30  # on-disk bytes of groups read while the taxonomy is embedded
 
 
 def _embeddings(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,32 +103,67 @@ def retag_videos(videos: pa.Table, tag_key: str, taxonomy_id: str) -> pa.Table:
     return _provenance(videos, tag_key, taxonomy_id) if videos.num_rows else videos
 
 
-def taxonomy_embeddings(taxonomy, device: str = "cpu") -> np.ndarray:
-    """(K, D) class embeddings of ``taxonomy``, cached on disk by prompts and text model:
-    re-tagging with a taxonomy seen before loads no model at all."""
+def _cache_path(taxonomy):
     import hashlib
     import importlib.metadata
-    import os
 
     from vidan.models.cache import cache_dir
     from vidan.models.text import DIST, MODEL_NAME
 
     model_id = f"{MODEL_NAME}@{DIST}=={importlib.metadata.version(DIST)}"
     blob = model_id + "\0" + "\0".join(f"{c.label}\1" + "\1".join(c.prompts) for c in taxonomy.classes)
-    path = cache_dir() / f"taxonomy-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npy"
+    return cache_dir() / f"taxonomy-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npy"
+
+
+def cached_taxonomy_embeddings(taxonomy) -> Optional[np.ndarray]:
+    path = _cache_path(taxonomy)
     if path.exists():
         emb = np.load(path, allow_pickle=False)
         if emb.shape[0] == len(taxonomy.classes):
             return emb
+    return None
+
+
+def taxonomy_embeddings(taxonomy, device: str = "cpu") -> np.ndarray:
+    """(K, D) class embeddings of ``taxonomy``, cached on disk by prompts and text model:
+    re-tagging with a taxonomy seen before loads no model at all."""
+    import os
+
+    emb = cached_taxonomy_embeddings(taxonomy)
+    if emb is not None:
+        return emb
     from vidan.models.device import pick_device
     from vidan.models.text import load_text_encoder
     from vidan.tags import class_embeddings
 
     emb = class_embeddings(taxonomy, load_text_encoder(pick_device(device)).encode)
+    path = _cache_path(taxonomy)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         np.save(f, emb, allow_pickle=False)
     os.replace(tmp, path)
+    return emb
+
+
+def _embed_elsewhere(taxonomy_path: Optional[str], taxonomy, device: str) -> np.ndarray:
+    """The class embeddings, computed in a child process when not cached.
+
+    Importing the text model is seconds of pure-Python work that would hold the GIL
+    against the threads reading and writing parquet; in a child both cores work.
+    """
+    import subprocess
+    import sys
+
+    emb = cached_taxonomy_embeddings(taxonomy)
+    if emb is not None:
+        return emb
+    proc = subprocess.run([sys.executable, "-m", "vidan.retag", taxonomy_path or "", device],
+                          capture_output=True, text=True)
+    emb = cached_taxonomy_embeddings(taxonomy)
+    if proc.returncode != 0 or emb is None:  # say why, then do it here
+        log.warning("embedding the taxonomy in a child failed (%s); embedding it here",
+                    (proc.stderr.strip().splitlines() or ["no message"])[-1])
+        emb = taxonomy_embeddings(taxonomy, device)
     return emb
 
 
@@ -151,12 +190,25 @@ def retag_report(store, config, tag_key: str, *, committer=None, device: str = "
     if not any(counts.values()):
         return 0
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vidan-retag")
-    class_emb = pool.submit(taxonomy_embeddings, tax, device)
+    waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidan-taxonomy")
+    class_emb = waiter.submit(_embed_elsewhere, config.tags.taxonomy, tax, device)
 
-    def redo(g):
+    def read(g):
         vt = store._read_files([g.videos], DATASETS["videos"])
         st = (store._read_files([g.segments], DATASETS["segments"]) if g.segments
               else DATASETS["segments"].empty_table())
+        return vt, st
+
+    # while the taxonomy is embedded, read ahead (as far as memory comfortably allows)
+    reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vidan-read")
+    ahead, budget = {}, READ_AHEAD_BYTES
+    for g in store.latest().groups:
+        if counts.get(g.id) and g.bytes <= budget:
+            ahead[g.id] = reader.submit(read, g)
+            budget -= g.bytes
+
+    def redo(g):
+        vt, st = ahead.pop(g.id).result() if g.id in ahead else read(g)
         st = retag_segments(st, class_emb.result(), tax.labels, threshold=config.tags.threshold,
                             top_k=config.tags.top_k, tag_key=tag_key, taxonomy_id=tax.id)
         return store.write_group(retag_videos(vt, tag_key, tax.id), st, tag)
@@ -182,4 +234,14 @@ def retag_report(store, config, tag_key: str, *, committer=None, device: str = "
                          meta={"run_id": run_id, "tag_key": tag_key, "change": {"retagged": 1}})
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        reader.shutdown(wait=True, cancel_futures=True)
+        waiter.shutdown(wait=True)
     return sum(counts[g] for g in jobs)
+
+
+if __name__ == "__main__":  # python -m vidan.retag TAXONOMY DEVICE: fill the embeddings cache
+    import sys
+
+    from vidan.tags import load_taxonomy
+
+    taxonomy_embeddings(load_taxonomy(sys.argv[1] or None), sys.argv[2] if len(sys.argv) > 2 else "cpu")
