@@ -171,6 +171,15 @@ def is_report_folder(path: str) -> bool:
         return False
 
 
+def claim(first: dict[str, str], video_id: str, path: str, skipped: list) -> bool:
+    """True when ``path`` is the first seen with ``video_id``; else it is skipped as a duplicate."""
+    if video_id in first:
+        skipped.append(Skipped(path, f"duplicate of {first[video_id]}"))
+        return False
+    first[video_id] = path
+    return True
+
+
 def _again(path: str, first: str) -> Skipped:
     # the same path twice (given twice, or a folder given inside another) is no duplicate
     return Skipped(path, "already included" if path == first else f"duplicate of {first}")
@@ -285,10 +294,7 @@ def discover(paths: Sequence[Union[str, bytes, os.PathLike]], *, probe_many: Pro
         always = f.given or has_media_extension(f.path)
         cached = known(f.path, f.size, f.mtime_ns, f.inode) if known is not None else None
         if cached is not None:
-            if cached in by_id:
-                skipped.append(Skipped(f.path, f"duplicate of {by_id[cached]}"))
-            else:
-                by_id[cached] = f.path
+            if claim(by_id, cached, f.path, skipped):
                 slots.append(Candidate(f.path, cached, f.size, mtime_ns=f.mtime_ns, inode=f.inode, known=True))
             continue
         try:
@@ -313,10 +319,8 @@ def discover(paths: Sequence[Union[str, bytes, os.PathLike]], *, probe_many: Pro
         if not always and is_plain_text(head):
             skipped.append(Skipped(f.path, "not a video: text file"))
             continue
-        if video_id in by_id:
-            skipped.append(Skipped(f.path, f"duplicate of {by_id[video_id]}"))
+        if not claim(by_id, video_id, f.path, skipped):
             continue
-        by_id[video_id] = f.path
         job = (f.path, video_id, size, always, f.mtime_ns, f.inode)
         to_probe.append(job)
         slots.append(job)
@@ -341,10 +345,7 @@ def discover(paths: Sequence[Union[str, bytes, os.PathLike]], *, probe_many: Pro
 
         cands, skips, found = remote_candidates(os.fspath(uri), known, storage_options)
         for c in cands:
-            if c.video_id in by_id:
-                skipped.append(Skipped(c.path, f"duplicate of {by_id[c.video_id]}"))
-            else:
-                by_id[c.video_id] = c.path
+            if claim(by_id, c.video_id, c.path, skipped):
                 discovery.candidates.append(c)
                 if c.path in found:
                     probes[c.path] = found[c.path]

@@ -184,7 +184,7 @@ def remote_candidates(uri: str, known, options: Optional[dict] = None):
     Objects the report knows are neither downloaded nor probed. New ones are copied to
     scratch, hashed on the way, and probed there.
     """
-    from vidan.discover import Candidate, Skipped, has_media_extension, is_plain_text
+    from vidan.discover import Candidate, Skipped, claim, has_media_extension, is_plain_text
     from vidan.media.isolate import probe_isolated
 
     candidates, skipped, to_probe = [], [], []
@@ -196,10 +196,7 @@ def remote_candidates(uri: str, known, options: Optional[dict] = None):
             continue
         cached = known(o.uri, o.size, o.mtime_ns, o.etag) if known else None
         if cached is not None:
-            if cached in seen:
-                skipped.append(Skipped(o.uri, f"duplicate of {seen[cached]}"))
-            else:
-                seen[cached] = o.uri
+            if claim(seen, cached, o.uri, skipped):
                 candidates.append(Candidate(o.uri, cached, o.size, mtime_ns=o.mtime_ns, etag=o.etag, known=True))
             continue
         if o.size == 0:
@@ -213,11 +210,8 @@ def remote_candidates(uri: str, known, options: Optional[dict] = None):
             continue
         with local_copy(o.uri, o.etag, options, o.size) as local:
             vid = content_hash(local)
-        if vid in seen:
-            skipped.append(Skipped(o.uri, f"duplicate of {seen[vid]}"))
-            continue
-        seen[vid] = o.uri
-        to_probe.append((o, vid))
+        if claim(seen, vid, o.uri, skipped):
+            to_probe.append((o, vid))
     probes = {}
     if to_probe:
         locals_ = []
