@@ -11,7 +11,10 @@ __version__ = "0.1.0"
 # The names load on first use: `python -m vidan ...` and the worker processes that import
 # one submodule do not pay for pandas, pyarrow and the pipeline they do not need.
 _EXPORTS = {"analyze": "vidan.api", "tag": "vidan.api", "Config": "vidan.config", "Report": "vidan.report",
-            "load_report": "vidan.report", "search": "vidan.search"}
+            "load_report": "vidan.report"}
+# `search` is also a submodule's name: importing vidan.search would set the package
+# attribute to the module and hide a lazy name, so the function is bound here, eagerly.
+from vidan.search import search  # noqa: E402
 
 __all__ = ["analyze", "tag", "load_report", "Report", "search", "Config", "__version__"]
 
