@@ -103,45 +103,36 @@ def retag_videos(videos: pa.Table, tag_key: str, taxonomy_id: str) -> pa.Table:
     return _provenance(videos, tag_key, taxonomy_id) if videos.num_rows else videos
 
 
-def _cache_path(taxonomy):
+def _cache_name(taxonomy) -> str:
     import hashlib
     import importlib.metadata
 
-    from vidan.models.cache import cache_dir
     from vidan.models.text import DIST, MODEL_NAME
 
     model_id = f"{MODEL_NAME}@{DIST}=={importlib.metadata.version(DIST)}"
     blob = model_id + "\0" + "\0".join(f"{c.label}\1" + "\1".join(c.prompts) for c in taxonomy.classes)
-    return cache_dir() / f"taxonomy-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npy"
+    return f"taxonomy-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npy"
 
 
 def cached_taxonomy_embeddings(taxonomy) -> Optional[np.ndarray]:
-    path = _cache_path(taxonomy)
-    if path.exists():
-        emb = np.load(path, allow_pickle=False)
-        if emb.shape[0] == len(taxonomy.classes):
-            return emb
-    return None
+    from vidan.models.cache import load_array
+
+    return load_array(_cache_name(taxonomy), len(taxonomy.classes))
 
 
 def taxonomy_embeddings(taxonomy, device: str = "cpu") -> np.ndarray:
     """(K, D) class embeddings of ``taxonomy``, cached on disk by prompts and text model:
     re-tagging with a taxonomy seen before loads no model at all."""
-    import os
-
     emb = cached_taxonomy_embeddings(taxonomy)
     if emb is not None:
         return emb
+    from vidan.models.cache import save_array
     from vidan.models.device import pick_device
     from vidan.models.text import load_text_encoder
     from vidan.tags import class_embeddings
 
     emb = class_embeddings(taxonomy, load_text_encoder(pick_device(device)).encode)
-    path = _cache_path(taxonomy)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, emb, allow_pickle=False)
-    os.replace(tmp, path)
+    save_array(_cache_name(taxonomy), emb)
     return emb
 
 

