@@ -120,6 +120,18 @@ class Cut:
 
 
 @dataclass(frozen=True)
+class Box:
+    """One detection in a frame: corners as fractions of the frame's width and height."""
+
+    kind: str  # "face" | "person"
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float
+
+
+@dataclass(frozen=True)
 class Word:
     start_s: float
     end_s: float
@@ -157,6 +169,10 @@ class FramePart:
     frames_expected: Optional[int] = None
     notes: list[str] = field(default_factory=list)  # losses worth reporting (partial)
     fallback: Optional[str] = None  # why the preferred frame backend was not used
+    # What the people and face detectors saw in each sampled frame (None: not run).
+    faces: Optional[np.ndarray] = None  # int16 (N,): faces found in each frame
+    people: Optional[np.ndarray] = None  # float32 (N,): best person score in each frame, 0 for none
+    boxes: Optional[list[list["Box"]]] = None  # per frame: the detections, in image fractions
 
 
 @dataclass
@@ -175,3 +191,10 @@ class AudioPart:
     acoustic_hop_s: float = 1.0
     samples_decoded_s: float = 0.0  # seconds of audio actually decoded
     notes: list[str] = field(default_factory=list)
+    # Sound events (None: not run): float16 (M, n_event_classes) scores, one row per
+    # ``events_hop_s`` from span.start_s; the class names are the sound model's.
+    events: Optional[np.ndarray] = None
+    events_hop_s: float = 0.96
+    # Whisper's own language guess, kept beside the final choice in ``language``.
+    detected_language: Optional[str] = None
+    detected_probability: Optional[float] = None
