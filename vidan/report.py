@@ -286,6 +286,8 @@ class Report:
         self._manifest = manifest
         self._tables = tables or {}
         self._encoder = None
+        self._index = None  # vidan.index.ReportIndex of this commit, False when it has none
+        self._search_rows = None
 
     @classmethod
     def from_tables(cls, out, tables: dict[str, pa.Table], **kw) -> "Report":
@@ -400,12 +402,42 @@ class Report:
 
         if not query.strip():
             raise ValueError("empty query")
-        seg = self._segment_frame(SEARCH_COLUMNS)
-        if within is not None:
-            ids = [within] if isinstance(within, str) else list(within)
-            seg = seg[seg["video_id"].isin(ids)]
-        hits = rank(self._encode(query), seg, top=k, query=query)
+        ids = None if within is None else [within] if isinstance(within, str) else list(within)
+        q = self._encode(query)
+        hits = self._search_index(q, k, ids, query)
+        if hits is None:  # a report without an index (or rows not as the index has them)
+            seg = self._segment_frame(SEARCH_COLUMNS)
+            if ids is not None:
+                seg = seg[seg["video_id"].isin(ids)]
+            hits = rank(q, seg, top=k, query=query)
         return _hits_frame([h.as_dict() for h in hits], self._path_dtype())
+
+    def _search_index(self, q: np.ndarray, k: int, ids, query: str):
+        from vidan.index import ReportIndex
+        from vidan.search import META_COLUMNS, rank_candidates
+
+        if self._store is None or self._manifest is None:
+            return None
+        if self._index is None:
+            self._index = ReportIndex.open(self._store, self._manifest) or False
+        if self._index is False:
+            return None
+        index = self._index
+        if self._search_rows is None:  # read once: a warm query touches no parquet
+            self._search_rows = self._segment_frame(META_COLUMNS).reset_index(drop=True)
+        rows = self._search_rows
+        if int(index.offsets[-1]) != len(rows):
+            return None  # this Report's rows are not the commit's (built by hand, filtered)
+        cands = index.search(q, k, rows=None if ids is None else index.rows_of(ids))
+        if not len(cands.row):
+            return []
+        at = index.offsets[cands.group] + cands.row
+        picked = rows.iloc[at]
+        # the index names each row's segment: a frame in another order is read the slow way
+        if not ((picked["segment_index"].to_numpy() == index.segment_index(cands.group, cands.row)).all()
+                and list(picked["video_id"].astype(str)) == index.video_id(cands.group, cands.row)):
+            return None
+        return rank_candidates(cands, picked, top=k, query=query)
 
     def similar(self, video_id: str, segment_index: int, k: int = 10) -> pd.DataFrame:
         """More like this moment: the ``k`` segments whose fused embeddings are nearest to
@@ -449,9 +481,9 @@ class Report:
 
     def _encode(self, query: str) -> np.ndarray:
         if self._encoder is None:  # loaded once per Report: a warm query costs no model load
-            from vidan.models.text import load_text_encoder
+            from vidan.models.text_fast import load_fast_text_encoder
 
-            self._encoder = load_text_encoder("cpu")
+            self._encoder = load_fast_text_encoder()
         return self._encoder.encode([query])[0]
 
 

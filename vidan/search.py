@@ -8,6 +8,10 @@ visual one; the fused vector catches queries that need both.
 A small lexical term adds to that: the share of the query's content words that occur
 in the segment's transcript or keywords. Dense sentence embeddings blur rare names and
 exact words ("Kowalski", "yeast"); hybrid dense + lexical ranking is the usual cure.
+
+A report written by this vidan carries a search index (``vidan.index``): the dense
+scores come from it for a candidate set, and the lexical term re-ranks those candidates.
+A report without one is scored row by row from its embedding columns, as before.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import numpy as np
 SEARCH_COLUMNS = ["video_id", "path", "segment_index", "start_s", "end_s", "transcript", "tag_labels",
                   "keywords", "embedding", "visual_embedding", "text_embedding", "visual_confidence",
                   "visual_weight", "text_weight"]
+# what a hit shows and the lexical term reads: no embedding column, the index has those
+META_COLUMNS = ["video_id", "path", "segment_index", "start_s", "end_s", "transcript", "tag_labels", "keywords"]
 LEXICAL_WEIGHT = 0.15
 _MODALITY_COLUMNS = {"fused": "embedding", "visual": "visual_embedding", "text": "text_embedding"}
 
@@ -126,18 +132,87 @@ def rank(query_embedding: np.ndarray, segments, top: int = 10, query: str = "",
     return hits
 
 
+def rank_candidates(cands, segments, top: int = 10, query: str = "",
+                    lexical_weight: float = LEXICAL_WEIGHT) -> list[Hit]:
+    """Hits from the index's candidates (``vidan.index.Candidates``) and their rows of a
+    segments frame with ``META_COLUMNS``, one row per candidate: the dense score plus the
+    lexical term, as ``rank`` scores them."""
+    from vidan.index import MODALITIES
+
+    if len(segments) == 0:
+        return []
+    best = np.asarray(cands.score, np.float32).copy()
+    if lexical_weight:
+        best = best + lexical_weight * lexical_overlap(query, segments)
+    order = [i for i in np.argsort(-best, kind="stable") if np.isfinite(best[i])][:top]
+    hits = []
+    for i in order:
+        r = segments.iloc[i]
+        tags = r["tag_labels"]
+        hits.append(Hit(path=r["path"], video_id=r["video_id"], segment_index=int(r["segment_index"]),
+                        start_s=float(r["start_s"]), end_s=float(r["end_s"]), score=float(best[i]),
+                        modality=MODALITIES[int(cands.modality[i])],
+                        transcript=r["transcript"] if isinstance(r["transcript"], str) else None,
+                        tags=[] if tags is None else list(tags)))
+    return hits
+
+
+def candidate_rows(store, index, cands):
+    """The ``META_COLUMNS`` of each candidate, read from the row groups that hold them only."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, base = store.storage.arrow()
+    parts = []
+    at = []
+    for gi in np.unique(cands.group):
+        mine = np.flatnonzero(cands.group == gi)
+        rows = cands.row[mine]
+        f = pq.ParquetFile(f"{base}/{index.groups[int(gi)].segments}", filesystem=fs)
+        ends = np.cumsum([f.metadata.row_group(i).num_rows for i in range(f.metadata.num_row_groups)])
+        rgs = np.unique(np.searchsorted(ends, rows, side="right"))
+        t = f.read_row_groups(rgs.tolist(), columns=META_COLUMNS)
+        starts = np.concatenate([[0], ends])[rgs]
+        # row r of the file sits in the read table after the rows of earlier chosen row groups
+        local = np.cumsum(np.concatenate([[0], ends[rgs] - starts]))[:-1]
+        where = np.searchsorted(ends[rgs], rows, side="right")
+        parts.append(t.take(pa.array(local[where] + rows - starts[where])))
+        at.append(mine)
+    table = pa.concat_tables(parts)
+    order = np.argsort(np.concatenate(at))
+    return table.take(pa.array(order)).to_pandas()
+
+
 def search(query: str, reports: str | Path, top: int = 10, encoder=None,
            storage_options: Optional[dict] = None) -> list[Hit]:
     """Find the segments of the report in ``reports`` that best match ``query``."""
-    from vidan.report import load_report
+    from vidan.index import ReportIndex
+    from vidan.store import ReportStore
 
     if not query.strip():
         raise ValueError("empty query")
-    rep = load_report(reports, storage_options=storage_options,
-                      columns={"segments": SEARCH_COLUMNS, "videos": ["video_id"], "skipped": ["path"]})
+    store = ReportStore.open(reports, storage_options)
+    manifest = store.latest()
+    index = ReportIndex.open(store, manifest)
     if encoder is None:
-        from vidan.models.text import load_text_encoder
+        # numpy MiniLM: the same vectors without six seconds of importing torch
+        from vidan.models.text_fast import load_fast_text_encoder
 
-        encoder = load_text_encoder("cpu")
+        encoder = load_fast_text_encoder()
     q = encoder.encode([query])[0]
+    if index is None:
+        return _search_exact(q, store, manifest, top, query)
+    cands = index.search(q, top)
+    if not len(cands.row):
+        return []
+    return rank_candidates(cands, candidate_rows(store, index, cands), top=top, query=query)
+
+
+def _search_exact(q: np.ndarray, store, manifest, top: int, query: str) -> list[Hit]:
+    from vidan.report import Report
+
+    tables = {"segments": store.read_table("segments", SEARCH_COLUMNS, manifest)}
+    for name, cols in (("videos", ["video_id"]), ("skipped", ["path"])):
+        tables[name] = store.read_table(name, cols, manifest)
+    rep = Report.from_tables(store.uri, tables, store=store, manifest=manifest, version=manifest.version, runs=[])
     return rank(q, rep.segments, top=top, query=query)

@@ -28,16 +28,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vidan.report import DATASETS, to_table
-from vidan.store.manifest import COMMITS, DATASET_DIRS, LAYOUT, MARKER, Group, Manifest, commit_key, version_of
+from vidan.store.manifest import COMMITS, DATASET_DIRS, INDEX_DIR, LAYOUT, MARKER, Group, Manifest, commit_key, version_of
 from vidan.store.storage import LocalStorage, OutputError, Storage, open_storage
 
 RUNS = "_runs"
 KEEP_COMMITS = 50  # older commit records are pruned at the end of a run; _runs/ keeps the history
 COMPACT_BELOW_BYTES = 16 << 20  # groups smaller than this are merged at the end of a run...
 COMPACT_TARGET_BYTES = 64 << 20  # ...into groups of about this size (bounds a later rewrite)
+ROW_GROUP_ROWS = {"segments": 4096}  # a search reads the row groups of its hits only; 64 Ki rows elsewhere
 MAX_COMMIT_TRIES = 100
 # The names vidan gives its part files (see ``_name``): cleanup touches nothing else.
 _PART = re.compile(r"part-[A-Za-z0-9_.-]+-[0-9a-f]{8}-\d{5}\.parquet")
+_SIDECAR = re.compile(r"part-[A-Za-z0-9_.-]+-[0-9a-f]{8}-\d{5}\.vidx")
 
 
 class NotAReport(OutputError):
@@ -145,18 +147,19 @@ class ReportStore:
 
     # --- writing part files ----------------------------------------------------------
 
-    def _name(self, dataset: str, tag: str) -> str:
+    def _name(self, dataset: str, tag: str, ext: str = "parquet") -> str:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", tag):
             raise ValueError(f"bad file tag {tag!r}")
         self._seq += 1
-        return f"{dataset}/part-{tag}-{self.token}-{self._seq:05d}.parquet"
+        return f"{dataset}/part-{tag}-{self.token}-{self._seq:05d}.{ext}"
 
     def _write(self, key: str, table: pa.Table) -> int:
         fs, base = self.storage.arrow()
         path = f"{base}/{key}"
         if isinstance(self.storage, LocalStorage):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-        pq.write_table(table, path, filesystem=fs, compression="zstd", row_group_size=64 * 1024)
+        rows = ROW_GROUP_ROWS.get(key.split("/", 1)[0], 64 * 1024)
+        pq.write_table(table, path, filesystem=fs, compression="zstd", row_group_size=rows)
         if isinstance(self.storage, LocalStorage):  # durable before any commit lists it
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -182,8 +185,28 @@ class ReportStore:
         ids = frozenset(vt.column("video_id").to_pylist())
         if len(ids) != vt.num_rows:
             raise ValueError("a group holds each video once")
+        ikey = self._write_index(st, tag) if st.num_rows else None
         self._ids[gid] = ids
-        return Group(gid, vkey, skey, vt.num_rows, st.num_rows, size)
+        return Group(gid, vkey, skey, vt.num_rows, st.num_rows, size, ikey)
+
+    def _write_index(self, segments: pa.Table, tag: str) -> Optional[str]:
+        # written like a part file, before any commit lists it: the index is as atomic as the rows
+        from vidan.index import build
+
+        body = build(segments)
+        if body is None:
+            return None
+        key = self._name(INDEX_DIR, tag, "vidx")
+        if isinstance(self.storage, LocalStorage):
+            path = self.storage.path(key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())  # durable before any commit lists it
+        else:
+            self.storage.put(key, body)
+        return key
 
     def write_skipped(self, rows: list[dict], tag: str) -> list[str]:
         if not rows:
@@ -316,12 +339,13 @@ class ReportStore:
         killed runs or superseded). A writer that started after us keeps its files.
         """
         latest = self.latest()
-        live = latest.all_files()
+        live = latest.all_files() | latest.index_files()
         n = 0
-        for d in DATASET_DIRS:
+        for d in (*DATASET_DIRS, INDEX_DIR):
+            pattern = _SIDECAR if d == INDEX_DIR else _PART
             for name, mtime in self.storage.list(d):
                 key = f"{d}/{name}"
-                if not _PART.fullmatch(name) or key in live:
+                if not pattern.fullmatch(name) or key in live:
                     continue
                 if f"-{self.token}-" in name or mtime < started:
                     self.storage.delete(key)

@@ -17,6 +17,7 @@ LAYOUT = 2  # the report layout this vidan writes and reads
 COMMITS = "_commits"
 MARKER = "_vidan"
 DATASET_DIRS = ("videos", "segments", "skipped")
+INDEX_DIR = "index"  # one search-index sidecar per group (vidan.index), not a dataset
 
 
 def commit_key(version: int) -> str:
@@ -36,6 +37,7 @@ class Group:
     n_videos: int
     n_segments: int
     bytes: int = 0  # on-disk size of both files, to decide what to compact
+    index: Optional[str] = None  # key of the group's search-index sidecar; None in older reports
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,12 @@ class Manifest:
         return [g.segments for g in self.groups if g.segments]
 
     def all_files(self) -> set[str]:
+        """The live parquet part files."""
         return {f for d in DATASET_DIRS for f in self.files(d)}
+
+    def index_files(self) -> set[str]:
+        """The live search-index sidecars."""
+        return {g.index for g in self.groups if g.index}
 
     @property
     def n_videos(self) -> int:
