@@ -34,8 +34,8 @@ COLUMNS = {"fused": "embedding", "visual": "visual_embedding", "text": "text_emb
 ONE_LIST_BELOW = 4096  # a group smaller than this is one list: nothing to gain from clustering
 KMEANS_ITERS = 10
 KMEANS_SAMPLE_PER_LIST = 64
-EXACT_BELOW = 50_000  # vectors of one embedding: fewer than this are all scored
-PROBE_SHARE = 0.02  # ...more than this, a query reads this share of them, best lists first
+EXACT_BELOW = 16_384  # vectors of one embedding: fewer than this are all scored
+PROBE_SHARE = 0.01  # ...more than this, a query reads this share of them (at least EXACT_BELOW), best lists first
 CANDIDATES_PER_HIT = 20  # rows kept per embedding, per requested hit, before the exact re-score
 MIN_CANDIDATES = 200
 _ALIGN = 64
@@ -69,7 +69,9 @@ def build(segments) -> Optional[bytes]:
     names = sorted(set(vids))
     code = {v: i for i, v in enumerate(names)}
     arrays["video"] = np.fromiter((code[v] for v in vids), np.int32, n)
-    meta = {"rows": n, "videos": names, "modalities": {}}
+    # ids as fixed-width bytes, read only by ``within`` and the row check: a header stays small
+    arrays["videos"] = np.array([v.encode() for v in names], dtype=f"S{max(1, max(len(v.encode()) for v in names))}")
+    meta = {"rows": n, "modalities": {}}
     for mod in MODALITIES:
         m, present = as_matrix(segments.column(COLUMNS[mod]))
         rows = np.flatnonzero(present).astype(np.int32)
@@ -108,9 +110,13 @@ def _kmeans(x: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     c = sample[rng.choice(len(sample), k, replace=False)].copy()
     for _ in range(KMEANS_ITERS):
         a = (sample @ c.T).argmax(1)
+        order = np.argsort(a, kind="stable")
+        counts = np.bincount(a, minlength=k)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        empty = counts == 0
         sums = np.zeros_like(c)
-        np.add.at(sums, a, sample)
-        empty = np.bincount(a, minlength=k) == 0
+        if (~empty).any():
+            sums[~empty] = np.add.reduceat(sample[order], starts[~empty], axis=0)
         sums[empty] = sample[rng.choice(len(sample), int(empty.sum()))]  # an empty list restarts elsewhere
         c = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
     assign = np.empty(len(x), np.int64)
@@ -158,7 +164,7 @@ class Sidecar:
             raise ValueError(f"{key} is not a vidan index sidecar")
         (hlen,) = struct.unpack("<I", head[len(MAGIC):len(MAGIC) + 4])
         end = len(MAGIC) + 4 + hlen
-        raw = head[len(MAGIC) + 4:end] if end <= len(head) else self._read(len(MAGIC) + 4, hlen)
+        raw = bytes(head[len(MAGIC) + 4:end] if end <= len(head) else self._read(len(MAGIC) + 4, hlen))
         self.meta = json.loads(raw)
         self._start = -(-end // _ALIGN) * _ALIGN
         self.rows = int(self.meta["rows"])
@@ -185,8 +191,26 @@ class Sidecar:
             self._small[name] = np.array(self.array(name))
         return self._small[name]
 
+    def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (sorted or not) of a 2-d array, without reading the rest."""
+        if self._local is not None:
+            return self.array(name)[rows]  # a view of the map: only the touched pages are read
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        if hi - lo <= 4 * len(rows):
+            return self.array(name, lo, hi)[rows - lo]
+        return np.concatenate([self.array(name, int(r), int(r) + 1) for r in rows])
+
+    def videos(self) -> list[str]:
+        if "videos" not in self._small:
+            self._small["videos"] = [v.decode() for v in self.array("videos").tolist()]
+        return self._small["videos"]
+
     def has(self, mod: str) -> bool:
         return mod in self.meta["modalities"]
+
+
+def _key(group: int, rows: np.ndarray) -> np.ndarray:
+    return (np.int64(group) << 32) | rows.astype(np.int64)
 
 
 @dataclass
@@ -198,6 +222,18 @@ class Candidates:
     row: np.ndarray
     score: np.ndarray
     modality: np.ndarray  # index into MODALITIES
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def within_reach(self, top: int, bonus: float) -> "Candidates":
+        """Those that a bonus of at most ``bonus`` (the lexical term) could still lift into
+        the best ``top``: fewer rows to read and to score words in."""
+        if len(self.score) <= top:
+            return self
+        kth = np.partition(-self.score, top - 1)[top - 1] * -1
+        keep = self.score >= kth - bonus
+        return Candidates(self.group[keep], self.row[keep], self.score[keep], self.modality[keep])
 
 
 class ReportIndex:
@@ -238,54 +274,60 @@ class ReportIndex:
         return self._coarse[mod]
 
     def search(self, q: np.ndarray, top: int, rows: Optional[dict[int, np.ndarray]] = None,
-               exact: bool = False) -> Candidates:
+               exact: bool = False, probe: Optional[int] = None) -> Candidates:
         """The best ``top``-ish rows for unit query ``q`` (more than ``top``: the caller adds
         the lexical term and cuts). ``rows`` restricts to those rows of each group number
-        (``within``), scored exhaustively; ``exact`` scores every vector."""
+        (``within``), scored exhaustively; ``exact`` scores every vector; ``probe`` is how
+        many vectors of each embedding to read (default: ``probe_budget``)."""
+        from threadpoolctl import threadpool_limits
+
         q = np.asarray(q, np.float32)
         keep = max(MIN_CANDIDATES, CANDIDATES_PER_HIT * top)
-        found: set[tuple[int, int]] = set()
-        for mod in MODALITIES:
-            if rows is not None:
-                parts = [(gi, self.sidecars[gi].small(f"{mod}.pos")[r]) for gi, r in rows.items()
-                         if self.sidecars[gi].has(mod)]
-                blocks = []
-                for gi, p in parts:
-                    p = np.sort(p[p >= 0])
-                    if len(p):
-                        v = self._vectors(gi, mod, int(p[0]), int(p[-1]) + 1)[p - p[0]]
-                        blocks.append((gi, p, v))
-            else:
-                blocks = self._probe(mod, q, exact)
-            ids, scores = [], []
-            for gi, p, v in blocks:
-                scores.append(v.astype(np.float32) @ q)
-                ids.append(np.stack([np.full(len(p), gi), self.sidecars[gi].small(f"{mod}.rows")[p]], 1))
-            if not ids:
+        seen, found = [], []
+        # one query's products are small: BLAS threads would only wait on each other
+        with threadpool_limits(1, user_api="blas"):
+            for mod in MODALITIES:
+                blocks = self._restricted(mod, rows) if rows is not None else self._probe(mod, q, exact, probe)
+                if not blocks:
+                    seen.append((np.zeros(0, np.int64), np.zeros(0, np.float32)))
+                    continue
+                v = np.concatenate([b[2] for b in blocks]) if len(blocks) > 1 else blocks[0][2]
+                s = v.astype(np.float32) @ q
+                key = np.concatenate([_key(gi, self.sidecars[gi].small(f"{mod}.rows")[p]) for gi, p, _ in blocks])
+                best = np.argpartition(-s, keep - 1)[:keep] if len(s) > keep else np.arange(len(s))
+                found.append(key[best])
+                o = np.argsort(key)
+                seen.append((key[o], s[o]))
+            if not found:
+                return Candidates(*(np.zeros(0, t) for t in (np.int64, np.int64, np.float32, np.int64)))
+            cand = np.unique(np.concatenate(found))
+            return self._rescore(q, cand, seen)
+
+    def probe_budget(self, total: int) -> int:
+        return total if total < EXACT_BELOW else int(max(EXACT_BELOW, PROBE_SHARE * total))
+
+    def _restricted(self, mod: str, rows: dict[int, np.ndarray]) -> list:
+        blocks = []
+        for gi, r in rows.items():
+            sc = self.sidecars[gi]
+            if not sc.has(mod):
                 continue
-            s = np.concatenate(scores)
-            i = np.concatenate(ids)
-            best = np.argpartition(-s, min(keep, len(s)) - 1)[:keep] if len(s) > keep else np.arange(len(s))
-            found.update(map(tuple, i[best].tolist()))
-        if not found:
-            return Candidates(*(np.zeros(0, t) for t in (np.int64, np.int64, np.float32, np.int64)))
-        cand = np.array(sorted(found), np.int64)
-        return self._rescore(q, cand)
+            p = sc.small(f"{mod}.pos")[r]
+            p = np.sort(p[p >= 0])
+            if len(p):
+                blocks.append((gi, p, sc.gather(f"{mod}.vectors", p)))
+        return blocks
 
-    def _vectors(self, gi: int, mod: str, lo: int, hi: int) -> np.ndarray:
-        return self.sidecars[gi].array(f"{mod}.vectors", lo, hi)
-
-    def _probe(self, mod: str, q: np.ndarray, exact: bool) -> list:
+    def _probe(self, mod: str, q: np.ndarray, exact: bool, probe: Optional[int]) -> list:
         coarse = self._lists(mod)
         if coarse is None:
             return []
         cent, gs, ls, sizes = coarse
-        total = int(sizes.sum())
-        if exact or total < EXACT_BELOW:
+        need = int(sizes.sum()) if exact else (probe or self.probe_budget(int(sizes.sum())))
+        if need >= int(sizes.sum()):
             chosen = np.arange(len(cent))
         else:
             order = np.argsort(-(cent @ q), kind="stable")
-            need = max(EXACT_BELOW, PROBE_SHARE * total)
             chosen = order[:int(np.searchsorted(np.cumsum(sizes[order]), need)) + 1]
         out = []
         for li in sorted(chosen.tolist(), key=lambda j: (gs[j], ls[j])):
@@ -293,36 +335,42 @@ class ReportIndex:
             off = self.sidecars[gi].small(f"{mod}.offsets")
             lo, hi = int(off[l]), int(off[l + 1])
             if hi > lo:
-                out.append((gi, np.arange(lo, hi), self._vectors(gi, mod, lo, hi)))
+                out.append((gi, np.arange(lo, hi), self.sidecars[gi].array(f"{mod}.vectors", lo, hi)))
         return out
 
-    def _rescore(self, q: np.ndarray, cand: np.ndarray) -> Candidates:
-        """Every candidate on all three embeddings: the best is its score, as in ``rank``."""
+    def _rescore(self, q: np.ndarray, cand: np.ndarray, seen: list) -> Candidates:
+        """Every candidate on all three embeddings: the best is its score, as in ``rank``.
+        Scores already computed are looked up; the rest are read (a few rows)."""
+        group, row = cand >> 32, cand & 0xFFFFFFFF
         scores = np.full((len(MODALITIES), len(cand)), -np.inf, np.float32)
-        for gi in np.unique(cand[:, 0]):
-            at = np.flatnonzero(cand[:, 0] == gi)
-            sc = self.sidecars[int(gi)]
-            for mi, mod in enumerate(MODALITIES):
+        for mi, mod in enumerate(MODALITIES):
+            keys, s = seen[mi]
+            at = np.minimum(np.searchsorted(keys, cand), max(len(keys) - 1, 0))
+            hit = (keys[at] == cand) if len(keys) else np.zeros(len(cand), bool)
+            scores[mi, hit] = s[at[hit]]
+            for gi in np.unique(group[~hit]):
+                sc = self.sidecars[int(gi)]
                 if not sc.has(mod):
                     continue
-                p = sc.small(f"{mod}.pos")[cand[at, 1]]
+                j = np.flatnonzero(~hit & (group == gi))
+                p = sc.small(f"{mod}.pos")[row[j]]
                 ok = p >= 0
-                for j, pj in zip(at[ok], p[ok]):
-                    scores[mi, j] = float(self._vectors(int(gi), mod, int(pj), int(pj) + 1)[0].astype(np.float32) @ q)
-        return Candidates(cand[:, 0], cand[:, 1], scores.max(0), scores.argmax(0))
+                if ok.any():
+                    scores[mi, j[ok]] = sc.gather(f"{mod}.vectors", p[ok]).astype(np.float32) @ q
+        return Candidates(group, row, scores.max(0), scores.argmax(0))
 
     def segment_index(self, group: np.ndarray, row: np.ndarray) -> np.ndarray:
         return np.array([self.sidecars[g].small("segment_index")[r] for g, r in zip(group, row)], np.int64)
 
     def video_id(self, group: np.ndarray, row: np.ndarray) -> list[str]:
-        return [self.sidecars[g].meta["videos"][self.sidecars[g].small("video")[r]] for g, r in zip(group, row)]
+        return [self.sidecars[g].videos()[self.sidecars[g].small("video")[r]] for g, r in zip(group, row)]
 
     def rows_of(self, video_ids: Sequence[str]) -> dict[int, np.ndarray]:
         """Group number -> rows of those videos (for ``within``)."""
         want = set(video_ids)
         out = {}
         for gi, sc in enumerate(self.sidecars):
-            codes = [i for i, v in enumerate(sc.meta["videos"]) if v in want]
+            codes = [i for i, v in enumerate(sc.videos()) if v in want]
             if codes:
                 out[gi] = np.flatnonzero(np.isin(sc.small("video"), codes))
         return out

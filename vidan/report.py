@@ -46,6 +46,14 @@ CUT = pa.struct([
     pa.field("score", pa.float32()),
 ])
 LABEL = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
+BOX = pa.struct([
+    pa.field("kind", pa.string()),  # face | person
+    pa.field("x0", pa.float32()),  # corners as fractions of the frame's width and height
+    pa.field("y0", pa.float32()),
+    pa.field("x1", pa.float32()),
+    pa.field("y1", pa.float32()),
+    pa.field("score", pa.float32()),  # the detector's own score
+])
 MODELS = pa.struct([
     pa.field("asr", pa.string()),
     pa.field("vision", pa.string()),
@@ -59,7 +67,7 @@ def _emb(dim: int) -> pa.DataType:
 
 
 # Bumped when the report's columns change; part of every analysis key.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 PROVENANCE = [
     pa.field("config_hash", pa.string(), nullable=False),
@@ -121,10 +129,14 @@ SEGMENTS_SCHEMA = pa.schema([
     pa.field("words", pa.list_(WORD)),
     pa.field("language", pa.string()),
     pa.field("language_probability", pa.float32()),
+    pa.field("language_detected", pa.string()),  # Whisper's own guess; `language` is the final choice
+    pa.field("language_detected_probability", pa.float32()),
     pa.field("no_speech_prob", pa.float32()),
     pa.field("speech_ratio", pa.float32()),
     pa.field("loudness_db", pa.float32()),
     pa.field("visual_labels", pa.list_(LABEL)),
+    pa.field("n_faces", pa.int32()),  # most faces in one of the segment's frames; null: detector off
+    pa.field("boxes", pa.list_(BOX)),  # people and faces in the keyframe; null: detectors off
     pa.field("tags", pa.list_(TAG)),
     pa.field("tag_labels", pa.list_(pa.string())),  # flat copy of tags.label, for easy filtering
     pa.field("keywords", pa.list_(pa.string())),
@@ -414,7 +426,7 @@ class Report:
 
     def _search_index(self, q: np.ndarray, k: int, ids, query: str):
         from vidan.index import ReportIndex
-        from vidan.search import META_COLUMNS, rank_candidates
+        from vidan.search import LEXICAL_WEIGHT, META_COLUMNS, rank_candidates
 
         if self._store is None or self._manifest is None:
             return None
@@ -428,7 +440,7 @@ class Report:
         rows = self._search_rows
         if int(index.offsets[-1]) != len(rows):
             return None  # this Report's rows are not the commit's (built by hand, filtered)
-        cands = index.search(q, k, rows=None if ids is None else index.rows_of(ids))
+        cands = index.search(q, k, rows=None if ids is None else index.rows_of(ids)).within_reach(k, LEXICAL_WEIGHT)
         if not len(cands.row):
             return []
         at = index.offsets[cands.group] + cands.row

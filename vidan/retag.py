@@ -127,35 +127,25 @@ def taxonomy_embeddings(taxonomy, device: str = "cpu") -> np.ndarray:
     if emb is not None:
         return emb
     from vidan.models.cache import save_array
-    from vidan.models.device import pick_device
-    from vidan.models.text import load_text_encoder
+    from vidan.models.text_fast import load_fast_text_encoder
     from vidan.tags import class_embeddings
 
-    emb = class_embeddings(taxonomy, load_text_encoder(pick_device(device)).encode)
+    # a taxonomy is a few hundred short prompts: the numpy MiniLM embeds them in about the
+    # time sentence-transformers takes to import, and gives the same vectors (same model_id)
+    emb = class_embeddings(taxonomy, load_fast_text_encoder().encode)
     save_array(_cache_name(taxonomy), emb)
     return emb
 
 
 def _embed_elsewhere(taxonomy_path: Optional[str], taxonomy, device: str) -> np.ndarray:
-    """The class embeddings, computed in a child process when not cached.
+    """The class embeddings, computed on a thread beside the parquet reads when not cached.
 
-    Importing the text model is seconds of pure-Python work that would hold the GIL
-    against the threads reading and writing parquet; in a child both cores work.
+    This used to be a child process: importing sentence-transformers is seconds of
+    pure-Python work that held the GIL against the threads reading parquet. The numpy
+    MiniLM imports nothing heavy and spends its time in BLAS and the Rust tokenizer,
+    which release the GIL.
     """
-    import subprocess
-    import sys
-
-    emb = cached_taxonomy_embeddings(taxonomy)
-    if emb is not None:
-        return emb
-    proc = subprocess.run([sys.executable, "-m", "vidan.retag", taxonomy_path or "", device],
-                          capture_output=True, text=True)
-    emb = cached_taxonomy_embeddings(taxonomy)
-    if proc.returncode != 0 or emb is None:  # say why, then do it here
-        log.warning("embedding the taxonomy in a child failed (%s); embedding it here",
-                    (proc.stderr.strip().splitlines() or ["no message"])[-1])
-        emb = taxonomy_embeddings(taxonomy, device)
-    return emb
+    return taxonomy_embeddings(taxonomy, device)
 
 
 def retag_report(store, config, tag_key: str, *, committer=None, device: str = "cpu", run_id: str = "retag") -> int:
@@ -202,7 +192,8 @@ def retag_report(store, config, tag_key: str, *, committer=None, device: str = "
         vt, st = ahead.pop(g.id).result() if g.id in ahead else read(g)
         st = retag_segments(st, class_emb.result(), tax.labels, threshold=config.tags.threshold,
                             top_k=config.tags.top_k, tag_key=tag_key, taxonomy_id=tax.id)
-        return store.write_group(retag_videos(vt, tag_key, tax.id), st, tag)
+        # tags are all that changed: the rows, their order and embeddings are the sidecar's
+        return store.write_group(retag_videos(vt, tag_key, tax.id), st, tag, index=g.index)
 
     jobs = {gid: pool.submit(redo, g) for g in store.latest().groups if (gid := g.id) and counts[gid]}
 

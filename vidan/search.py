@@ -87,9 +87,18 @@ def lexical_overlap(query: str, segments) -> np.ndarray:
     out = np.zeros(len(segments), np.float32)
     if not q:
         return out
+    seen: dict[tuple, float] = {}
     for i, (text, kws) in enumerate(zip(segments["transcript"], segments["keywords"])):
-        words = _terms(text) | _terms(" ".join(kws) if kws is not None else None)
-        out[i] = len(q & words) / len(q)
+        kw = " ".join(kws) if kws is not None and len(kws) else None
+        key = (text if isinstance(text, str) else None, kw)
+        if key not in seen:
+            # a stem is a prefix of a lower-cased word: one absent as a substring is absent as a word
+            low = f"{key[0] or ''} {kw or ''}".lower()
+            if not any(t in low for t in q):
+                seen[key] = 0.0
+            else:
+                seen[key] = len(q & (_terms(key[0]) | _terms(kw))) / len(q)
+        out[i] = seen[key]
     return out
 
 
@@ -184,16 +193,23 @@ def candidate_rows(store, index, cands):
 
 
 def search(query: str, reports: str | Path, top: int = 10, encoder=None,
-           storage_options: Optional[dict] = None) -> list[Hit]:
-    """Find the segments of the report in ``reports`` that best match ``query``."""
+           storage_options: Optional[dict] = None, method: str = "index") -> list[Hit]:
+    """Find the segments of the report in ``reports`` that best match ``query``.
+
+    ``method``: ``index`` (the report's search index, or the embedding columns when it has
+    none), ``exact`` (every vector of the index scored: brute force) or ``columns`` (the
+    embedding columns read and scored whole, as reports without an index are).
+    """
     from vidan.index import ReportIndex
     from vidan.store import ReportStore
 
     if not query.strip():
         raise ValueError("empty query")
+    if method not in ("index", "exact", "columns"):
+        raise ValueError(f"method must be index, exact or columns, not {method!r}")
     store = ReportStore.open(reports, storage_options)
     manifest = store.latest()
-    index = ReportIndex.open(store, manifest)
+    index = ReportIndex.open(store, manifest) if method != "columns" else None
     if encoder is None:
         # numpy MiniLM: the same vectors without six seconds of importing torch
         from vidan.models.text_fast import load_fast_text_encoder
@@ -202,7 +218,7 @@ def search(query: str, reports: str | Path, top: int = 10, encoder=None,
     q = encoder.encode([query])[0]
     if index is None:
         return _search_exact(q, store, manifest, top, query)
-    cands = index.search(q, top)
+    cands = index.search(q, top, exact=method == "exact").within_reach(top, LEXICAL_WEIGHT)
     if not len(cands.row):
         return []
     return rank_candidates(cands, candidate_rows(store, index, cands), top=top, query=query)

@@ -169,8 +169,13 @@ class ReportStore:
         info = fs.get_file_info(path)
         return int(info.size or 0)
 
-    def write_group(self, videos: list[dict] | pa.Table, segments: list[dict] | pa.Table, tag: str) -> Group:
-        """Write one batch of videos (their videos rows and segment rows) as a new group."""
+    def write_group(self, videos: list[dict] | pa.Table, segments: list[dict] | pa.Table, tag: str,
+                    index: Optional[str] = None) -> Group:
+        """Write one batch of videos (their videos rows and segment rows) as a new group.
+
+        ``index``: the search-index sidecar of a live group with these very segment rows,
+        in this order and with these embeddings (re-tagging changes tags only): it is
+        shared instead of built again."""
         vt = _as_table(videos, "videos")
         st = _as_table(segments, "segments")
         if vt.num_rows == 0:
@@ -185,7 +190,7 @@ class ReportStore:
         ids = frozenset(vt.column("video_id").to_pylist())
         if len(ids) != vt.num_rows:
             raise ValueError("a group holds each video once")
-        ikey = self._write_index(st, tag) if st.num_rows else None
+        ikey = index if index is not None else self._write_index(st, tag) if st.num_rows else None
         self._ids[gid] = ids
         return Group(gid, vkey, skey, vt.num_rows, st.num_rows, size, ikey)
 
