@@ -188,3 +188,54 @@ def test_a_segment_across_a_part_boundary_takes_frames_words_and_sound_from_both
     assert m.speech_ratio == pytest.approx(5.5 / 10)
     # mean power of 5 s at -20 dB and 5 s at -40 dB
     assert m.loudness_db == pytest.approx(10 * np.log10((1e-2 + 1e-4) / 2), abs=0.01)
+
+
+# --- detections and sound events: into features, then into rows ----------------------
+
+from vidan.records import Box  # noqa: E402
+
+
+def _detected(span, times, classes, faces, people, boxes):
+    p = frames(span, times, classes)
+    p.faces = np.array(faces, np.int16)
+    p.people = np.array(people, np.float32)
+    p.boxes = boxes
+    return p
+
+
+def _with_events(part, rows, hop=1.0):
+    part.events = np.array(rows, np.float16)
+    part.events_hop_s = hop
+    return part
+
+
+def test_detections_and_sound_events_are_gathered_per_segment():
+    parts = VideoParts(info(10.0), transcribed=True)
+    face = Box("face", 0.4, 0.1, 0.6, 0.4, 0.9)
+    walker = Box("person", 0.1, 0.2, 0.3, 0.9, 3.1)
+    parts.frames = [_detected(Span(0, 10), [0.5, 2.5, 4.5, 6.5, 8.5], [0, 0, 0, 2, 2],
+                              [0, 2, 1, 0, 0], [0.0, 0.0, 2.5, 0.0, 0.0], [[], [face, face], [face, walker], [], []])]
+    a = audio(Span(0, 10), [Word(1.0, 1.4, " hello")], -20.0, [Span(1.0, 1.4)])
+    a.detected_language, a.detected_probability, a.language = "cy", 0.4, "en"
+    parts.audio = [_with_events(a, [[1, 0]] * 5 + [[0, 1]] * 5)]
+    first, second = gather(parts, CFG)
+    assert first.n_faces == 2 and first.person == pytest.approx(2.5)
+    assert second.n_faces == 0 and second.person == 0.0
+    # the keyframe's boxes: the frame nearest the segment's keyframe time
+    kf = first.segment.keyframe_s if first.segment.keyframe_s is not None else 2.5
+    nearest = int(np.argmin(np.abs(np.array([0.5, 2.5, 4.5]) - kf)))
+    assert first.boxes == [[], [face, face], [face, walker]][nearest]
+    assert np.allclose(first.events, [1, 0]) and np.allclose(second.events, [0, 1])
+    assert (first.language, first.detected_language, first.detected_probability) == ("en", "cy", pytest.approx(0.4))
+
+
+def test_without_detectors_or_sound_events_the_fields_are_none():
+    parts = VideoParts(info(10.0), transcribed=True)
+    parts.frames = [frames(Span(0, 10), [0.5, 5.5], [0, 2])]
+    parts.audio = [audio(Span(0, 10), [Word(1.0, 1.4, " hello")], -20.0, [Span(1.0, 1.4)])]
+    for f in gather(parts, CFG):
+        assert (f.n_faces, f.person, f.boxes, f.events, f.detected_language) == (None, None, None, None, None)
+    # one part with detections and one without: no half-counted segments
+    parts = VideoParts(info(10.0))
+    parts.frames = [_detected(Span(0, 5), [0.5], [0], [1], [0.0], [[]]), frames(Span(5, 10), [5.5], [2])]
+    assert all(f.n_faces is None and f.boxes is None for f in gather(parts, CFG))

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from vidan.config import Config
-from vidan.records import AudioPart, Cut, FramePart, MediaInfo, Segment, Span, Word
+from vidan.records import AudioPart, Box, Cut, FramePart, MediaInfo, Segment, Span, Word
 from vidan.segments import EPS, plan_segments, words_in
 from vidan.wer import normalise_words
 
@@ -49,6 +49,16 @@ class SegmentFeatures:
     speech_ratio: Optional[float]
     loudness_db: Optional[float]
     acoustic: Optional[np.ndarray]
+    # What the detectors saw (None: not run, or no frame): faces and person score are the
+    # most in any of the segment's frames; the boxes are the keyframe's.
+    n_faces: Optional[int] = None
+    person: Optional[float] = None
+    boxes: Optional[list[Box]] = None
+    # (n_event_classes,) mean sound-event scores over the segment's hops (None: not run)
+    events: Optional[np.ndarray] = None
+    # Whisper's own language guess, beside the final choice in ``language``
+    detected_language: Optional[str] = None
+    detected_probability: Optional[float] = None
 
 
 @dataclass
@@ -79,6 +89,28 @@ class VideoParts:
         if not self.frames:
             return None
         return np.concatenate([p.probs for p in self.frames]).astype(np.float32)
+
+    def detections(self) -> tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[list[list[Box]]]]:
+        """(faces, person scores, boxes) per sampled frame, each None unless every part has it."""
+        def cat(name):
+            vals = [getattr(p, name) for p in self.frames]
+            if not vals or any(v is None for v in vals):
+                return None
+            return [x for v in vals for x in v] if name == "boxes" else np.concatenate([np.asarray(v) for v in vals])
+        return cat("faces"), cat("people"), cat("boxes")
+
+    def detected_language(self) -> tuple[Optional[str], Optional[float]]:
+        """Whisper's own guess, by the same word-count vote as ``language``."""
+        votes: Counter = Counter()
+        prob: dict[str, float] = {}
+        for p in self.audio:
+            if p.detected_language and p.words:
+                votes[p.detected_language] += len(p.words)
+                prob[p.detected_language] = max(prob.get(p.detected_language, 0.0), p.detected_probability or 0.0)
+        if not votes:
+            return None, None
+        lang = votes.most_common(1)[0][0]
+        return lang, prob[lang]
 
     def language(self) -> tuple[Optional[str], Optional[float]]:
         """The language of the parts that had speech, weighted by their word count."""
@@ -167,6 +199,12 @@ def gather(parts: VideoParts, cfg: Config) -> list[SegmentFeatures]:
     segments = plan_segments(info.duration_s, cfg.segments, cuts=parts.cuts if parts.frames else (),
                              words=words, frame_times=times)
     language, language_p = parts.language()
+    detected, detected_p = parts.detected_language()
+    faces, people, boxes = parts.detections()
+    if faces is not None and len(faces) != len(times) or people is not None and len(people) != len(times):
+        faces = people = None  # a part that lost frames: counts no longer line up with times
+    if boxes is not None and len(boxes) != len(times):
+        boxes = None
     speech = [s for p in parts.audio for s in p.speech]
     out = []
     for seg in segments:
@@ -188,6 +226,12 @@ def gather(parts: VideoParts, cfg: Config) -> list[SegmentFeatures]:
             language=language if transcript else None,
             language_probability=language_p if transcript else None,
             no_speech_prob=nsp, speech_ratio=speech_ratio, loudness_db=loud, acoustic=acoustic,
+            n_faces=int(faces[idx].max()) if faces is not None and len(idx) else None,
+            person=float(people[idx].max()) if people is not None and len(idx) else None,
+            boxes=list(boxes[_keyframe(times, idx, seg)]) if boxes is not None and len(idx) else None,
+            events=_events(parts.audio, span) if parts.audio else None,
+            detected_language=detected if transcript else None,
+            detected_probability=detected_p if transcript else None,
         ))
     return out
 
@@ -205,6 +249,29 @@ def _frames_for(times: np.ndarray, span: Span) -> np.ndarray:
         return inside
     mid = (span.start_s + span.end_s) / 2
     return np.array([int(np.argmin(np.abs(times - mid)))])
+
+
+def _keyframe(times: np.ndarray, idx: np.ndarray, seg: Segment) -> int:
+    """The index of the segment's frame nearest its keyframe time (its middle without one)."""
+    t = seg.keyframe_s if seg.keyframe_s is not None else (seg.start_s + seg.end_s) / 2
+    return int(idx[np.argmin(np.abs(times[idx] - t))])
+
+
+def _events(parts: Sequence[AudioPart], span: Span) -> Optional[np.ndarray]:
+    """Mean sound-event scores over the hops inside ``span`` (None: no part has events there)."""
+    rows = []
+    for p in parts:
+        if p.events is None or not len(p.events) or p.span.overlap(span) <= 0:
+            continue
+        hop = p.events_hop_s
+        a = int((max(span.start_s, p.span.start_s) - p.span.start_s) // hop)
+        b = int(np.ceil((min(span.end_s, p.span.end_s) - p.span.start_s) / hop))
+        got = np.asarray(p.events[a:max(b, a + 1)], np.float32)
+        if len(got):
+            rows.append(got)
+    if not rows:
+        return None
+    return np.concatenate(rows).mean(axis=0)
 
 
 def _join(words: Sequence[Word]) -> str:

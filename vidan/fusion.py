@@ -9,11 +9,14 @@ Norouzi et al., 2014), because no CLIP-like weights install offline.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-MODALITIES = ("visual", "text")
+MODALITIES = ("visual", "text", "sounds")
+# Weight of the sound events in the fused vector, beside the configured visual and text
+# weights: enough that "music" finds a segment with music, too little to outvote its words.
+SOUND_WEIGHT = 0.25
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -40,6 +43,19 @@ def conse(probs: np.ndarray, label_embeddings: np.ndarray, top_t: int = 10) -> t
     v = (w[:, None] * label_embeddings[top]).sum(axis=0) / w.sum()
     confidence = float(min(1.0, w.sum()) * np.linalg.norm(v))
     return l2_normalize(v), confidence
+
+
+def describe(parts: Sequence[tuple[Optional[np.ndarray], float]]) -> Optional[np.ndarray]:
+    """The weighted sum of unit vectors, normalised: one description from several readings
+    (what the classifier saw, who the detectors found). None when nothing has weight."""
+    acc = None
+    for v, w in parts:
+        if v is None or w <= 0 or not np.any(v):
+            continue
+        acc = w * l2_normalize(v) if acc is None else acc + w * l2_normalize(v)
+    if acc is None or not np.any(acc):
+        return None
+    return l2_normalize(acc)
 
 
 @dataclass(frozen=True)

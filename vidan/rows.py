@@ -11,10 +11,24 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from vidan.assemble import SegmentFeatures
-from vidan.fusion import conse, fuse
+from vidan.fusion import SOUND_WEIGHT, conse, describe, fuse
 from vidan.records import FAILED, MediaInfo
 from vidan.report import display_path
-from vidan.tags import audio_tags, classify, keywords, label_keywords, language_tag, visual_labels
+from vidan.tags import (EVENT_GROUPS, EVENT_MIN, Cue, audio_tags, class_baseline, classify_cues, event_groups,
+                        keywords, label_keywords, language_tag, person_phrases, person_tags, text_weight,
+                        visual_labels)
+
+# Sentence embeddings of the fixed phrases (detectors, sound groups), per text model.
+_PHRASES: dict[tuple[str, str], np.ndarray] = {}
+
+
+def _phrase_vectors(text, phrases) -> dict[str, np.ndarray]:
+    model = getattr(text, "model_id", str(id(text)))
+    todo = sorted({p for p in phrases if (model, p) not in _PHRASES})
+    if todo:
+        for p, v in zip(todo, text.encode(todo)):
+            _PHRASES[(model, p)] = np.asarray(v, np.float32)
+    return {p: _PHRASES[(model, p)] for p in phrases}
 
 
 def _vec(x: Optional[np.ndarray]) -> Optional[list[float]]:
@@ -26,24 +40,45 @@ def segment_rows(video_id: str, path: str, feats: Sequence[SegmentFeatures], mod
     texts = {i: f.transcript for i, f in enumerate(feats) if f.transcript}
     encoded = models.text.encode(list(texts.values())) if texts else np.zeros((0, 0), np.float32)
     text_emb = dict(zip(texts.keys(), encoded))
+    event_labels = getattr(models, "event_labels", None)
+    baseline = class_baseline(models.class_emb, models.label_emb)
+    seen = []
+    for f in feats:
+        n_people = sum(1 for b in f.boxes or () if b.kind == "person")
+        groups = event_groups(f.events, event_labels)
+        seen.append((person_phrases(f.person, f.n_faces, n_people), groups))
+    phrases = _phrase_vectors(models.text, {p for det, _ in seen for p, _ in det}
+                              | {EVENT_GROUPS[g][0] for _, groups in seen for g in groups})
+    vw, tw = 2 * cfg.fusion.visual_weight, 2 * cfg.fusion.text_weight  # 1 each by default
     rows = []
     for i, f in enumerate(feats):
-        visual, visual_conf = conse(f.mean_probs, models.label_emb) if f.mean_probs is not None else (None, None)
-        fused = fuse({"visual": visual, "text": text_emb.get(i)},
-                     {"visual": cfg.fusion.visual_weight, "text": cfg.fusion.text_weight})
+        det, groups = seen[i]
+        conse_v, visual_conf = conse(f.mean_probs, models.label_emb) if f.mean_probs is not None else (None, None)
+        # the visual description: what the classifier saw, and the people and faces found
+        visual = describe([(conse_v, visual_conf or 0.0)] + [(phrases[p], w) for p, w in det])
+        heard = [(EVENT_GROUPS[g][0], s) for g, s in groups.items() if g != "speech" and s >= EVENT_MIN]
+        sounds = describe([(phrases[p], s) for p, s in heard])
+        fused = fuse({"visual": visual, "text": text_emb.get(i), "sounds": sounds},
+                     {"visual": cfg.fusion.visual_weight, "text": cfg.fusion.text_weight, "sounds": SOUND_WEIGHT})
         has_any = any(fused.present.values())
+        cues = [Cue(conse_v, (visual_conf or 0.0) * vw, "visual", against_labels=True),
+                *(Cue(phrases[p], w * vw, "visual") for p, w in det),
+                Cue(text_emb.get(i), text_weight(f.transcript) * tw, "text"),
+                *(Cue(phrases[p], s, "audio") for p, s in heard)]
         vis = visual_labels(f.mean_probs, models.labels, top_k=cfg.tags.visual_top_k, min_score=cfg.tags.visual_min_score)
+        who = person_tags(f.person, f.n_faces)
         kw = keywords(f.transcript, cfg.tags.keywords)
         tags = [
-            *classify(fused.embedding if has_any else None, models.class_emb, models.taxonomy.labels,
-                      threshold=cfg.tags.threshold, top_k=cfg.tags.top_k),
+            *classify_cues(cues, models.class_emb, models.taxonomy.labels, visual_baseline=baseline,
+                           top_k=cfg.tags.top_k),
+            *who,
             *vis,
-            *audio_tags(f.speech_ratio, f.loudness_db),
+            *audio_tags(f.speech_ratio, f.loudness_db, groups or None),
             *language_tag(f.language, f.language_probability, bool(f.words)),
             *kw,
         ]
         seg = f.segment
-        kw_labels = list(dict.fromkeys([t.label for t in kw] + [t.label for t in label_keywords(vis)]))
+        kw_labels = list(dict.fromkeys([t.label for t in kw] + [t.label for t in label_keywords([*who, *vis])]))
         rows.append({
             "video_id": video_id,
             "path": display_path(path),
@@ -60,10 +95,15 @@ def segment_rows(video_id: str, path: str, feats: Sequence[SegmentFeatures], mod
                 for w in f.words],
             "language": f.language,
             "language_probability": f.language_probability,
+            "language_detected": f.detected_language,
+            "language_detected_probability": f.detected_probability,
             "no_speech_prob": f.no_speech_prob,
             "speech_ratio": f.speech_ratio,
             "loudness_db": f.loudness_db,
             "visual_labels": [{"label": t.label, "score": t.score} for t in vis] if f.mean_probs is not None else None,
+            "n_faces": f.n_faces,
+            "boxes": None if f.boxes is None else [
+                {"kind": b.kind, "x0": b.x0, "y0": b.y0, "x1": b.x1, "y1": b.y1, "score": b.score} for b in f.boxes],
             "tags": [t.as_dict() for t in tags],
             "tag_labels": [t.label for t in tags],
             "keywords": kw_labels,
@@ -73,7 +113,7 @@ def segment_rows(video_id: str, path: str, feats: Sequence[SegmentFeatures], mod
             "visual_weight": fused.weights["visual"],
             "text_weight": fused.weights["text"],
             "embedding": _vec(fused.embedding) if has_any else None,
-            "visual_embedding": _vec(visual),
+            "visual_embedding": _vec(visual),  # the classifier's reading and the detectors', together
             "visual_confidence": visual_conf,
             "text_embedding": _vec(text_emb.get(i)),
             "audio_embedding": _vec(f.acoustic),

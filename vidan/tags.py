@@ -56,9 +56,11 @@ def default_taxonomy_path() -> Path:
 
 
 def load_taxonomy(path: Optional[str | Path] = None) -> Taxonomy:
-    """Read a taxonomy (YAML or TOML): ``{name, version, classes: [{label, prompts: [...]}]}``.
+    """Read a taxonomy (YAML or TOML): ``{name, version, classes: [{label, prompts, description, examples}]}``.
 
-    A class may give ``prompts`` or just a ``label``, which then serves as its own prompt.
+    A class may give ``prompts`` (phrases that describe it), a ``description`` (one
+    sentence) and ``examples`` (things it contains); all of them, and the label, are
+    embedded. A bare ``label`` serves as its own prompt.
     """
     p = Path(path) if path else default_taxonomy_path()
     if not p.is_file():
@@ -79,9 +81,19 @@ def load_taxonomy(path: Optional[str | Path] = None) -> Taxonomy:
             raise ConfigError(f"{p}: duplicate class label {label!r}")
         seen.add(label)
         prompts = item.get("prompts") or [label.replace("_", " ")]
-        if not isinstance(prompts, list) or not all(isinstance(s, str) and s.strip() for s in prompts):
-            raise ConfigError(f"{p}: classes[{i}].prompts must be a list of non-empty strings")
-        classes.append(TaxonomyClass(label, tuple(s.strip() for s in prompts)))
+        examples = item.get("examples") or []
+        description = item.get("description")
+        for key, val in (("prompts", prompts), ("examples", examples)):
+            if not isinstance(val, list) or not all(isinstance(s, str) and s.strip() for s in val):
+                raise ConfigError(f"{p}: classes[{i}].{key} must be a list of non-empty strings")
+        if description is not None and not (isinstance(description, str) and description.strip()):
+            raise ConfigError(f"{p}: classes[{i}].description must be a non-empty string")
+        if item.get("prompts") and (description or examples):
+            prompts = [label.replace("_", " "), *prompts]
+        elif description or examples:
+            prompts = [label.replace("_", " ")]
+        prompts = [*prompts, *([description] if description else []), *examples]
+        classes.append(TaxonomyClass(label, tuple(dict.fromkeys(s.strip() for s in prompts))))
     return Taxonomy(name=str(data.get("name", p.stem)), version=str(data.get("version", "1")), classes=tuple(classes))
 
 
@@ -122,17 +134,33 @@ SPEECH_RATIO_MIN = 0.2
 SILENCE_DB = -50.0
 
 
-def audio_tags(speech_ratio: Optional[float], loudness_db: Optional[float]) -> list[Tag]:
-    if speech_ratio is None:
+def audio_tags(speech_ratio: Optional[float], loudness_db: Optional[float],
+               events: Optional[dict[str, float]] = None) -> list[Tag]:
+    """speech / silence / non_speech_sound, and the sound-event groups (``event_groups``).
+
+    With sound events, ``speech`` comes from them: voice activity detection also fires on
+    singing and busy music, so a cartoon with a soundtrack is not tagged ``speech``.
+    """
+    if speech_ratio is None and not events:
         return []
     tags = []
-    if speech_ratio >= SPEECH_RATIO_MIN:
-        tags.append(Tag("speech", float(speech_ratio), "audio", "audio"))
+    if events:
+        speechy = events.get("speech", 0.0) >= EVENT_MIN
+        if speechy:
+            tags.append(Tag("speech", float(events["speech"]), "audio", "audio"))
+        for name, score in sorted(events.items(), key=lambda kv: -kv[1]):
+            if name != "speech" and score >= EVENT_MIN:
+                tags.append(Tag(name, float(score), "audio", "audio"))
+    else:
+        speechy = speech_ratio >= SPEECH_RATIO_MIN
+        if speechy:
+            tags.append(Tag("speech", float(speech_ratio), "audio", "audio"))
     if loudness_db is not None and loudness_db <= SILENCE_DB:
         # map -50 dB .. -100 dB onto 0.5 .. 1.0 so quieter means more certain
         tags.append(Tag("silence", float(min(1.0, 0.5 + (SILENCE_DB - loudness_db) / 100.0)), "audio", "audio"))
-    elif speech_ratio < SPEECH_RATIO_MIN:
-        tags.append(Tag("non_speech_sound", float(1.0 - speech_ratio), "audio", "audio"))
+    elif not speechy and speech_ratio is not None:
+        heard = events.get("speech", 0.0) if events else speech_ratio
+        tags.append(Tag("non_speech_sound", float(1.0 - heard), "audio", "audio"))
     return tags
 
 
@@ -184,4 +212,169 @@ def label_keywords(visual: Sequence[Tag]) -> list[Tag]:
     out = []
     for t in visual:
         out.append(Tag(t.label.split(",")[0].strip().lower(), t.score, "visual", "keyword"))
+    return out
+
+
+# --- classification from evidence -----------------------------------------------------
+#
+# Each modality is scored against the classes on its own and the scores are added,
+# rather than averaging the modalities' vectors first: a scene of a cat with talk about
+# coffee then keeps both readings, and a flat grey frame that the image classifier
+# cannot read contributes nothing instead of pulling towards the class nearest the
+# average ImageNet label.
+
+
+@dataclass(frozen=True)
+class Cue:
+    """One piece of evidence in the sentence space: a unit vector, how much it counts
+    (0..1, already times the modality's weight), and the modality it came from."""
+
+    vector: np.ndarray
+    weight: float
+    source: str  # "visual" | "text" | "audio"
+    # ConSE vectors are measured against each class's baseline over the image labels
+    # (``class_baseline``); everything else against the mean over the classes.
+    against_labels: bool = False
+
+
+# What a classification tag must reach: summed over cues, each cue's cosine with the
+# class above that class's baseline, times the cue's weight. Chosen on the evaluation
+# set of benchmarks/bench_tags.py (held-out videos and a user's taxonomy, not the
+# default one): lower gives flat and unreadable pictures a class, higher drops true
+# ones said in a single sentence.
+MIN_EVIDENCE = 0.06
+
+# Phrases that stand for what the detectors saw, in the sentence space.
+PERSON_PHRASE = "people standing or walking, a person"
+FACE_PHRASE = "a person's face, a man or a woman"
+CROWD_PHRASE = "a crowd of people"
+CROWD_MIN = 3  # people or faces in one frame that make a crowd
+
+# HOG's person score is an SVM margin (>= the detector's own min_score, 2.0 by default);
+# s / (s + PERSON_SCALE) maps it onto 0..1, 0.5 at that minimum.
+PERSON_SCALE = 2.0
+
+
+def class_baseline(class_emb: np.ndarray, label_emb: np.ndarray) -> np.ndarray:
+    """(K,) each class's mean cosine with the image classifier's label names: what a
+    picture the classifier cannot read scores, so that a class close to many labels
+    ('sport': balls, helmets, rackets) does not win every unreadable frame."""
+    return (np.asarray(label_emb, np.float32) @ np.asarray(class_emb, np.float32).T).mean(axis=0)
+
+
+def cue_scores(cue: Cue, class_emb: np.ndarray, baseline: Optional[np.ndarray] = None) -> np.ndarray:
+    """(K,) weight x (cosine with each class - the class's baseline).
+
+    Without a baseline (text, detector phrases, sounds) the mean over the classes is the
+    baseline, so only what sets one class apart from the others counts.
+    """
+    s = np.asarray(class_emb, np.float32) @ np.asarray(cue.vector, np.float32)
+    base = baseline if baseline is not None else (np.full_like(s, s.mean()) if len(s) > 2 else np.zeros_like(s))
+    return cue.weight * (s - base)
+
+
+def classify_cues(cues: Sequence[Cue], class_emb: np.ndarray, labels: Sequence[str], *,
+                  visual_baseline: Optional[np.ndarray] = None, min_evidence: float = MIN_EVIDENCE,
+                  top_k: int = 3) -> list[Tag]:
+    """Classes by summed evidence over ``cues``, best first; none below ``min_evidence``.
+
+    A segment with no confident class gets no classification tag at all. The tag's
+    ``source`` is the modality that gave the class most of its evidence, or "fused"
+    when more than one helped it.
+    """
+    cues = [c for c in cues if c.weight > 0 and c.vector is not None and np.any(c.vector)]
+    if not cues or len(class_emb) == 0:
+        return []
+    per = [cue_scores(c, class_emb, visual_baseline if c.against_labels else None) for c in cues]
+    total = np.sum(per, axis=0)
+    out = []
+    for i in np.argsort(-total)[:top_k]:
+        if total[i] < min_evidence:
+            break
+        helped = {c.source for c, s in zip(cues, per) if s[i] > 0.25 * total[i]}
+        source = helped.pop() if len(helped) == 1 else "fused"
+        out.append(Tag(labels[i], float(total[i]), source, "classification"))
+    return out
+
+
+def text_weight(transcript: Optional[str]) -> float:
+    """How much a transcript counts: full from four content words, less for 'thank you'."""
+    return min(1.0, len(content_words(transcript)) / 4) if transcript else 0.0
+
+
+def person_score(people: Optional[float]) -> Optional[float]:
+    """HOG's margin as 0..1 (None: detector off; 0: nobody)."""
+    if people is None:
+        return None
+    return float(people / (people + PERSON_SCALE)) if people > 0 else 0.0
+
+
+def person_tags(people: Optional[float], n_faces: Optional[int]) -> list[Tag]:
+    """A ``person`` visual tag when the person or face detector saw someone."""
+    p = person_score(people) or 0.0
+    f = 0.8 if n_faces else 0.0  # the face detector's threshold already held
+    s = max(p, f)
+    return [Tag("person", s, "visual", "visual")] if s > 0 else []
+
+
+def person_phrases(people: Optional[float], n_faces: Optional[int], n_people: int = 0) -> list[tuple[str, float]]:
+    """(phrase, weight) for what the detectors saw: people, a face, a crowd."""
+    out = []
+    p = person_score(people) or 0.0
+    if p > 0:
+        out.append((PERSON_PHRASE, p))
+    if n_faces:
+        out.append((FACE_PHRASE, 0.8))
+    if max(n_people, n_faces or 0) >= CROWD_MIN:
+        out.append((CROWD_PHRASE, 0.8))
+    return out
+
+
+# --- sound events: YAMNet's 521 AudioSet classes grouped into readable tags ----------------
+#
+# tag: (phrase for the sentence space, AudioSet class names). A group's score is the
+# best of its classes' segment means.
+EVENT_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "speech": ("people talking", ("Speech", "Child speech, kid speaking", "Conversation", "Narration, monologue",
+                                  "Babbling", "Speech synthesizer")),
+    "music": ("music", ("Music", "Musical instrument", "Pop music", "Rock music", "Classical music", "Electronic music",
+                        "Guitar", "Piano", "Drum", "Drum kit", "Orchestra", "Jazz", "Background music", "Song",
+                        "Soundtrack music", "Theme music", "Hip hop music", "Dance music")),
+    "singing": ("singing, a song", ("Singing", "Choir", "Child singing", "Rapping", "Vocal music", "A capella")),
+    "applause": ("applause and cheering", ("Applause", "Clapping", "Cheering")),
+    "crowd": ("a crowd of people", ("Crowd", "Chatter", "Hubbub, speech noise, speech babble", "Children playing")),
+    "laughter": ("laughter", ("Laughter", "Giggle", "Belly laugh", "Chuckle, chortle", "Baby laughter")),
+    "animal": ("animals", ("Animal", "Domestic animals, pets", "Livestock, farm animals, working animals", "Wild animals",
+                           "Insect", "Frog")),
+    "dog": ("a dog barking", ("Dog", "Bark", "Yip", "Howl", "Bow-wow", "Growling")),
+    "cat": ("a cat meowing", ("Cat", "Purr", "Meow", "Caterwaul")),
+    "bird": ("birds singing", ("Bird", "Bird vocalization, bird call, bird song", "Chirp, tweet", "Pigeon, dove", "Crow")),
+    "vehicle": ("vehicles and traffic", ("Vehicle", "Motor vehicle (road)", "Car", "Truck", "Bus", "Motorcycle",
+                                         "Traffic noise, roadway noise", "Car passing by", "Train", "Rail transport",
+                                         "Aircraft", "Helicopter", "Fixed-wing aircraft, airplane", "Boat, Water vehicle")),
+    "siren": ("a siren", ("Siren", "Emergency vehicle", "Police car (siren)", "Ambulance (siren)",
+                          "Fire engine, fire truck (siren)", "Civil defense siren")),
+    "engine": ("an engine running", ("Engine", "Idling", "Accelerating, revving, vroom", "Jet engine", "Aircraft engine")),
+    "water": ("water, waves and rain", ("Water", "Rain", "Rain on surface", "Stream", "Waterfall", "Ocean", "Waves, surf")),
+    "wind": ("wind", ("Wind", "Wind noise (microphone)", "Rustling leaves")),
+    "thunder": ("a thunderstorm", ("Thunderstorm", "Thunder")),
+    "explosion": ("explosions and gunfire", ("Explosion", "Gunshot, gunfire", "Fireworks", "Boom")),
+    "tools": ("tools and machines", ("Tools", "Power tool", "Drill", "Hammer", "Sawing", "Jackhammer")),
+    "kitchen": ("cooking in a kitchen", ("Dishes, pots, and pans", "Cutlery, silverware", "Chopping (food)",
+                                         "Frying (food)", "Boiling", "Microwave oven", "Blender")),
+}
+EVENT_MIN = 0.2  # a group's score that makes a tag
+
+
+def event_groups(mean_scores: Optional[np.ndarray], event_labels: Optional[Sequence[str]]) -> dict[str, float]:
+    """Readable group -> score (the best of its classes), for a segment's mean event scores."""
+    if mean_scores is None or event_labels is None:
+        return {}
+    index = {name: i for i, name in enumerate(event_labels)}
+    scores = np.asarray(mean_scores, np.float32).reshape(-1)
+    out = {}
+    for tag, (_, names) in EVENT_GROUPS.items():
+        idx = [index[n] for n in names if n in index and index[n] < len(scores)]
+        if idx:
+            out[tag] = float(scores[idx].max())
     return out
