@@ -45,12 +45,15 @@ class FrameConfig:
     scan_fps: float = 8.0  # frames a second looked at by the shot detector
     scan_width: int = 96
     max_decode_side: int = 1280  # frames larger than this are downscaled while decoding
+    detect_side: int = 480  # short side of the sampled frames handed to decode_part's on_sample
 
     def validate(self) -> None:
         if self.backend not in ("decord", "pyav"):
             raise ConfigError(f"frames.backend must be decord or pyav, not {self.backend!r}")
         if self.sample_fps <= 0 or self.scan_fps <= 0:
             raise ConfigError("frames.sample_fps and frames.scan_fps must be positive")
+        if self.detect_side <= 0:
+            raise ConfigError("frames.detect_side must be positive")
 
 
 @dataclass(frozen=True)
