@@ -13,10 +13,18 @@ from vidan import synth
 from vidan.config import FrameConfig
 from vidan.media import frames as frames_mod
 from vidan.media.frames import BACKENDS, decode_part, model_size, upright
+
+_decode_part = decode_part
 from vidan.media.probe import probe
 from vidan.records import STAGE_DECODE, MediaError, MediaInfo, Span, StreamInfo
 
 BOTH = ["decord", "pyav"]
+
+
+def decode_full(*args, **kwargs):
+    """``decode_part`` decoding every frame through the named backend (no keyframe path):
+    the tests below are about that path's frame choice and clocks."""
+    return _decode_part(*args, fast=False, **kwargs)
 
 # Irregular frame times: bursts, gaps of almost a second, and a regular run.
 VFR_TIMES = [0.0, 0.033, 0.5, 0.52, 0.54, 1.3, 1.31, 2.0, 2.04, 2.08, 2.9, 3.0, 3.05, 3.7, 4.6, 4.61, 4.7, 5.5]
@@ -84,7 +92,7 @@ def cfg(**kw) -> FrameConfig:
 def test_vfr_frames_are_the_ones_displayed_at_each_time(vfr, backend, span):
     info = probe(vfr)
     scans = []
-    out = decode_part(vfr, info, span, cfg(backend=backend, sample_fps=4.0, scan_fps=8.0),
+    out = decode_full(vfr, info, span, cfg(backend=backend, sample_fps=4.0, scan_fps=8.0),
                       on_scan=lambda t, img: scans.append((t, img)))
     assert out.backend == backend and out.notes == []
     want = displayed(VFR_TIMES, span, 4.0, 0.5)
@@ -100,8 +108,8 @@ def test_vfr_frames_are_the_ones_displayed_at_each_time(vfr, backend, span):
 
 def test_backends_agree_on_times_and_pictures(clip):
     info = probe(clip)
-    a = decode_part(clip, info, Span(1.3, 3.9), cfg(backend="decord"))
-    b = decode_part(clip, info, Span(1.3, 3.9), cfg(backend="pyav"))
+    a = decode_full(clip, info, Span(1.3, 3.9), cfg(backend="decord"))
+    b = decode_full(clip, info, Span(1.3, 3.9), cfg(backend="pyav"))
     np.testing.assert_array_equal(a.times_s, b.times_s)
     np.testing.assert_allclose(a.times_s, [1.8, 2.8, 3.8], atol=1e-9)  # the frames shown at 1.8, 2.8, 3.8 s
     assert a.images.shape == b.images.shape == (3, 224, 299, 3)
@@ -136,7 +144,7 @@ def test_rotated_video_comes_out_upright(tmp_path, backend, ccw):
     rotated = tmp_path / "phone.mp4"
     synth.run_ffmpeg(["-display_rotation", str(ccw), "-i", plain, "-c", "copy", rotated])
     info = probe(rotated)
-    out = decode_part(rotated, info, Span(0, 1.0), cfg(backend=backend))
+    out = decode_full(rotated, info, Span(0, 1.0), cfg(backend=backend))
     img = out.images[0]
     tall = ccw in (90, -90)
     assert img.shape == ((299, 224, 3) if tall else (224, 299, 3))
@@ -155,11 +163,11 @@ def test_av1_falls_back_to_pyav_with_a_note(tmp_path):
     path = synth.lavfi(tmp_path / "av1.mkv", "testsrc=size=320x240:rate=25", 1.0, "-c:v", "libsvtav1",
                        "-preset", "12")
     info = probe(path)
-    out = decode_part(path, info, Span(0, 1.0), FrameConfig(backend="decord"))
+    out = decode_full(path, info, Span(0, 1.0), FrameConfig(backend="decord"))
     assert out.backend == "pyav" and len(out.times_s) == 1
     assert out.fallback.startswith("decord failed (") and out.fallback.endswith("used pyav")
     with pytest.raises(MediaError, match="decord: ") as err:
-        decode_part(path, info, Span(0, 1.0), FrameConfig(backend="decord", fallback=False))
+        decode_full(path, info, Span(0, 1.0), FrameConfig(backend="decord", fallback=False))
     assert err.value.stage == STAGE_DECODE and err.value.message.startswith("decord: ")
 
 
@@ -167,8 +175,8 @@ def test_avi_with_garbage_decord_timestamps_uses_pyav(tmp_path):
     path = synth.lavfi(tmp_path / "old.avi", "testsrc=size=320x240:rate=25", 2.0, "-c:v", "mpeg4", "-bf", "2",
                        "-vtag", "DX50")
     info = probe(path)
-    out = decode_part(path, info, Span(0, 2.0), FrameConfig(backend="decord"))
-    ref = decode_part(path, info, Span(0, 2.0), cfg(backend="pyav"))
+    out = decode_full(path, info, Span(0, 2.0), FrameConfig(backend="decord"))
+    ref = decode_full(path, info, Span(0, 2.0), cfg(backend="pyav"))
     assert out.backend == "pyav" and "timestamps" in out.fallback and out.notes == []
     np.testing.assert_array_equal(out.times_s, ref.times_s)
 
@@ -177,7 +185,7 @@ def test_fallback_carries_on_where_the_first_backend_died(clip, monkeypatch):
     info = probe(clip)
     span = Span(0.5, 3.5)
     full_scans = []
-    ref = decode_part(clip, info, span, cfg(backend="pyav"), on_scan=lambda t, _: full_scans.append(t))
+    ref = decode_full(clip, info, span, cfg(backend="pyav"), on_scan=lambda t, _: full_scans.append(t))
 
     class DiesHalfway:
         name = "decord"
@@ -190,7 +198,7 @@ def test_fallback_carries_on_where_the_first_backend_died(clip, monkeypatch):
 
     monkeypatch.setitem(BACKENDS, "decord", DiesHalfway())
     scans = []
-    out = decode_part(clip, info, span, FrameConfig(backend="decord"), on_scan=lambda t, _: scans.append(t))
+    out = decode_full(clip, info, span, FrameConfig(backend="decord"), on_scan=lambda t, _: scans.append(t))
     assert out.backend == "pyav"
     assert out.fallback == "decord failed (RuntimeError: decoder crashed), used pyav" and out.notes == []
     np.testing.assert_array_equal(out.times_s, ref.times_s)
@@ -205,7 +213,7 @@ def test_both_backends_failing_names_both_causes(tmp_path):
     info = MediaInfo(str(path), 50_000, "mov,mp4,m4a,3gp,3g2,mj2", 5.0, 0.0, (StreamInfo(0, "video", "h264"),),
                      video_codec="h264", width=320, height=240, frame_rate="25/1")
     with pytest.raises(MediaError, match="Invalid data found") as err:
-        decode_part(path, info, Span(0, 5.0), FrameConfig())
+        decode_full(path, info, Span(0, 5.0), FrameConfig())
     msg = err.value.message
     assert err.value.stage == STAGE_DECODE
     assert "decord: " in msg and "pyav: " in msg and "Invalid data found" in msg
@@ -214,7 +222,7 @@ def test_both_backends_failing_names_both_causes(tmp_path):
 def test_no_video_stream_is_a_decode_error(tmp_path):
     path = synth.lavfi(tmp_path / "a.wav", "sine", 0.5)
     with pytest.raises(MediaError, match="no video stream"):
-        decode_part(path, probe(path), Span(0, 0.5), FrameConfig())
+        decode_full(path, probe(path), Span(0, 0.5), FrameConfig())
 
 
 @pytest.mark.parametrize("backend", BOTH)
@@ -222,7 +230,7 @@ def test_4k_is_scaled_in_the_decoder(tmp_path, backend):
     path = synth.lavfi(tmp_path / "uhd.mp4", "testsrc2=size=3840x2160:rate=10", 1.0, "-c:v", "libx264",
                        "-preset", "ultrafast")
     info = probe(path)
-    out = decode_part(path, info, Span(0, 1.0), cfg(backend=backend, max_decode_side=1280))
+    out = decode_full(path, info, Span(0, 1.0), cfg(backend=backend, max_decode_side=1280))
     assert out.backend == backend
     assert out.images.shape == (1, 224, 398, 3) and out.images.dtype == np.uint8
     assert out.images.std() > 20  # a real picture, not a blank
@@ -235,12 +243,12 @@ def test_truncated_file_decodes_what_exists_and_says_so(tmp_path, clip, backend)
     cut.write_bytes(data[: int(len(data) * 0.6)])  # the index at the front still claims 4 s
     info = probe(cut)
     assert info.duration_s == pytest.approx(4.0)
-    out = decode_part(cut, info, Span(0, 4.0), FrameConfig(backend=backend))
+    out = decode_full(cut, info, Span(0, 4.0), FrameConfig(backend=backend))
     assert 0 < len(out.times_s) and out.times_s.max() < 3.0
     assert 0 < out.frames_decoded < out.frames_expected == 100
     ends = [n for n in out.notes if n.startswith("video stream ends at ")]
     assert ends and ends[0].endswith("s of 4.0 s")
-    late = decode_part(cut, info, Span(3.2, 4.0), FrameConfig(backend=backend))
+    late = decode_full(cut, info, Span(3.2, 4.0), FrameConfig(backend=backend))
     assert len(late.times_s) == 0 and late.images.shape == (0, 224, 299, 3)
     assert any(n.startswith("video stream ends at ") for n in late.notes)
 
@@ -255,7 +263,7 @@ def test_garbage_in_the_middle_is_skipped(tmp_path, suffix):
     bad.write_bytes(bytes(data))
     info = probe(bad)
     for backend in BOTH:
-        out = decode_part(bad, info, Span(0, 4.0), FrameConfig(backend=backend))
+        out = decode_full(bad, info, Span(0, 4.0), FrameConfig(backend=backend))
         assert out.times_s.max() > 3.4  # decoding went on past the damage
         assert out.frames_decoded < 100
         assert out.notes, f"{backend}: loss not reported"
@@ -266,18 +274,18 @@ def test_garbage_in_the_middle_is_skipped(tmp_path, suffix):
 @pytest.mark.parametrize("backend", BOTH)
 def test_clip_shorter_than_a_sampling_interval_gives_one_frame(tmp_path, backend):
     path = synth.write_timecode_video(tmp_path / "blink.mp4", [0.0, 0.1, 0.2])
-    out = decode_part(path, probe(path), Span(0, 0.3), cfg(backend=backend))
+    out = decode_full(path, probe(path), Span(0, 0.3), cfg(backend=backend))
     assert out.times_s.tolist() == [0.0] and synth.read_timecode(out.images[0]) == 0
 
 
 def test_stream_without_timestamps_is_timed_by_its_rate(tmp_path):
     path = synth.lavfi(tmp_path / "raw.h264", "testsrc=size=320x240:rate=25", 2.0, "-c:v", "libx264", "-f", "h264")
     info = probe(path)
-    out = decode_part(path, info, Span(0.0, 2.0), FrameConfig(backend="decord"))
+    out = decode_full(path, info, Span(0.0, 2.0), FrameConfig(backend="decord"))
     assert out.backend == "pyav"
     assert "no presentation timestamps; times from decode order at the stream rate" in out.notes
     np.testing.assert_allclose(out.times_s, [0.48, 1.48], atol=1e-9)
-    middle = decode_part(path, info, Span(1.0, 1.6), cfg(backend="pyav"))
+    middle = decode_full(path, info, Span(1.0, 1.6), cfg(backend="pyav"))
     np.testing.assert_allclose(middle.times_s, [1.48], atol=1e-9)
 
 
@@ -285,7 +293,7 @@ def test_scan_frames_arrive_in_order_at_scan_rate(clip):
     info = probe(clip)
     for backend in BOTH:
         seen = []
-        decode_part(clip, info, Span(0, 4.0), cfg(backend=backend, scan_fps=8.0, scan_width=64),
+        decode_full(clip, info, Span(0, 4.0), cfg(backend=backend, scan_fps=8.0, scan_width=64),
                     on_scan=lambda t, img: seen.append((t, img.shape)))
         times = np.array([t for t, _ in seen])
         assert len(times) == 32 and np.all(np.diff(times) > 0)
@@ -321,12 +329,12 @@ def test_error_in_on_scan_is_not_taken_for_a_decoder_failure(clip):
         raise ValueError("shot detector bug")
 
     with pytest.raises(ValueError, match="shot detector bug"):
-        decode_part(clip, probe(clip), Span(0, 1.0), FrameConfig(backend="decord"), on_scan=broken)
+        decode_full(clip, probe(clip), Span(0, 1.0), FrameConfig(backend="decord"), on_scan=broken)
 
 
 def test_span_after_the_end_is_empty_without_complaint(clip):
     for backend in BOTH:
-        out = decode_part(clip, probe(clip), Span(5.0, 6.0), cfg(backend=backend))
+        out = decode_full(clip, probe(clip), Span(5.0, 6.0), cfg(backend=backend))
         assert len(out.times_s) == 0 and out.frames_decoded == 0 and out.frames_expected == 0
         assert out.notes == []
 
@@ -336,8 +344,8 @@ def test_wider_scan_span_feeds_only_the_scanner(clip, backend):
     info = probe(clip)
     span, around = Span(1.3, 2.6), Span(0.4, 3.5)
     plain_scans, wide_scans = [], []
-    plain = decode_part(clip, info, span, cfg(backend=backend), on_scan=lambda t, _: plain_scans.append(t))
-    wide = decode_part(clip, info, span, cfg(backend=backend), on_scan=lambda t, _: wide_scans.append(t),
+    plain = decode_full(clip, info, span, cfg(backend=backend), on_scan=lambda t, _: plain_scans.append(t))
+    wide = decode_full(clip, info, span, cfg(backend=backend), on_scan=lambda t, _: wide_scans.append(t),
                        scan_span=around)
     # the part's own results do not change...
     np.testing.assert_array_equal(wide.times_s, plain.times_s)
@@ -347,3 +355,130 @@ def test_wider_scan_span_feeds_only_the_scanner(clip, backend):
     assert [t for t in wide_scans if span.start_s <= t < span.end_s] == plain_scans
     want = [t for t in np.arange(0, 4, 0.04).round(2) if 0.4 <= t < 3.5]
     np.testing.assert_allclose(wide_scans, [max(x for x in want if x <= g) for g in np.arange(0.5, 3.5, 0.125)])
+
+
+# --- the keyframe path -----------------------------------------------------------------
+
+def _keyframe_times(path) -> list[float]:
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return sorted(float(p.pts * s.time_base) for p in c.demux(s) if p.size and p.is_keyframe)
+
+
+def _nearest_keys(keys, span, fps):
+    """Reference: the keyframe in the span nearest each sampling time, each once."""
+    inside = [k for k in keys if span.start_s <= k < span.end_s]
+    picks = []
+    for k in range(int(span.duration_s * fps) + 1):
+        t = span.start_s + (k + 0.5) / fps
+        if t >= span.end_s:
+            break
+        pick = min(inside, key=lambda x: (abs(x - t), x))
+        if not picks or picks[-1] != pick:
+            picks.append(pick)
+    return picks
+
+
+@pytest.fixture(scope="module")
+def keyframes_every(tmp_path_factory):
+    """12 s timecode videos at 30 fps with a keyframe every ``gop`` frames."""
+    d = tmp_path_factory.mktemp("keys")
+    made = {}
+
+    def make(gop: int):
+        if gop not in made:
+            made[gop] = timecode_video_with_keyframes(d / f"gop{gop}.mp4", [i / 30 for i in range(360)], gop=gop)
+        return made[gop]
+
+    return make
+
+
+@pytest.mark.parametrize("span", [Span(0.0, 12.0), Span(3.3, 8.9)], ids=["whole", "part"])
+def test_keyframe_path_samples_keyframes_at_their_own_times(keyframes_every, span):
+    path = keyframes_every(45)  # every 1.5 s
+    info = probe(path)
+    scans, samples = [], []
+    out = decode_part(path, info, span, FrameConfig(), on_scan=lambda t, img: scans.append((t, img)),
+                      on_sample=lambda t, img: samples.append((t, img)))
+    keys = _keyframe_times(path)
+    assert max(np.diff(keys)) <= 1.5 + 1e-3
+    assert out.backend == "pyav" and out.notes == [] and out.fallback is None  # decord is configured
+    np.testing.assert_allclose(out.times_s, _nearest_keys(keys, span, 1.0), atol=1e-6)
+    # each picture is the frame of the time reported for it
+    assert [synth.read_timecode(img) for img in out.images] == [round(t * 1000) for t in out.times_s]
+    assert out.images.shape[1:] == (224, 299, 3)
+    assert out.frames_decoded == sum(span.start_s <= i / 30 < span.end_s for i in range(360))
+    # the scan sees only reference frames, each at its own time: the frame a full decode
+    # scans at each 1/8 s, or the one just before it (non-reference frames are never two in a row)
+    assert [synth.read_timecode(img) for _, img in scans] == [round(t * 1000) for t, _ in scans]
+    grid = [g for g in np.arange(0, 12, 0.125) if span.start_s <= g < span.end_s]
+    full = [np.floor(g * 30 + 1e-6) / 30 for g in grid]
+    tick = 1e-3  # the file's millisecond time base
+    assert len(scans) == len(grid)
+    assert all(f - 1 / 30 - tick <= t <= f + tick for (t, _), f in zip(scans, full))
+    assert sum(abs(t - f) < tick for (t, _), f in zip(scans, full)) > len(full) / 2
+    # on_sample: the same frames, larger
+    assert [t for t, _ in samples] == list(out.times_s)
+    assert all(img.shape == (480, 640, 3) for _, img in samples)
+    assert [synth.read_timecode(img) for _, img in samples] == [round(t * 1000) for t in out.times_s]
+
+
+def test_keyframes_far_apart_are_decoded_in_full(keyframes_every):
+    """Keyframes every 10 s: the sampler decodes every frame, as with fast=False."""
+    span = Span(0.0, 12.0)
+    far = keyframes_every(300)
+    assert max(np.diff(_keyframe_times(far) + [12.0])) > 2.0
+    out = decode_part(far, probe(far), span, cfg(backend="pyav"))
+    ref = decode_full(far, probe(far), span, cfg(backend="pyav"))
+    np.testing.assert_array_equal(out.times_s, ref.times_s)
+    np.testing.assert_array_equal(out.images, ref.images)
+    np.testing.assert_allclose(out.times_s, displayed([i / 30 for i in range(360)], span, 1.0, 0.5), atol=1e-6)
+    # the same content with keyframes every second takes the keyframe path
+    near = keyframes_every(30)
+    fast = decode_part(near, probe(near), span, cfg(backend="pyav"))
+    np.testing.assert_allclose(fast.times_s, np.arange(12.0), atol=1e-6)
+
+
+def test_keyframe_path_on_the_vfr_clip(vfr):
+    span = Span(0.0, 6.6)
+    out = decode_part(vfr, probe(vfr), span, cfg(backend="pyav", sample_fps=4.0))
+    keys = _keyframe_times(vfr)
+    if max(np.diff(keys + [6.6])) > 2.0:  # one keyframe for 6.6 s: decoded in full
+        np.testing.assert_allclose(out.times_s, displayed(VFR_TIMES, span, 4.0, 0.5), atol=1e-6)
+    else:
+        np.testing.assert_allclose(out.times_s, _nearest_keys(keys, span, 4.0), atol=1e-6)
+    assert [synth.read_timecode(img) for img in out.images] == [round(t * 1000) for t in out.times_s]
+
+
+@pytest.mark.parametrize("backend", BOTH)
+def test_on_sample_gets_each_model_frame_at_detection_size(clip, backend):
+    info = probe(clip)
+    samples = []
+    out = decode_full(clip, info, Span(0.0, 4.0), cfg(backend=backend, detect_side=360),
+                      on_sample=lambda t, img: samples.append((t, img)))
+    assert [t for t, _ in samples] == list(out.times_s) and len(samples) == 4
+    assert all(img.shape == (360, 480, 3) and img.dtype == np.uint8 for _, img in samples)
+    for (_, big), small in zip(samples, out.images):  # the same picture, larger
+        shrunk = np.asarray(Image.fromarray(big).resize(small.shape[1::-1], Image.BILINEAR), np.float32)
+        assert np.abs(shrunk - small).mean() < 12
+
+
+def test_keyframe_path_failing_midway_hands_over_without_repeats(keyframes_every, monkeypatch):
+    path = keyframes_every(30)
+    info = probe(path)
+    real = frames_mod._PyAVDecoder.frames
+
+    def dies(self, keys_only=False):
+        for i, frame in enumerate(real(self, keys_only)):
+            if i == 20 and self.stream.codec_context.skip_frame != "DEFAULT":
+                raise RuntimeError("decoder died")
+            yield frame
+
+    monkeypatch.setattr(frames_mod._PyAVDecoder, "frames", dies)
+    scans = []
+    out = decode_part(path, info, Span(0.0, 6.0), cfg(backend="pyav"), on_scan=lambda t, _: scans.append(t))
+    assert any("keyframe path failed" in n and "decoder died" in n for n in out.notes)
+    np.testing.assert_allclose(out.times_s, np.arange(6.0) + 15 / 30, atol=1e-6)  # the full decode's choice
+    assert all(b > a for a, b in zip(scans, scans[1:])) and len(scans) == 48

@@ -15,11 +15,17 @@ import pytest
 from vidan import synth
 from vidan.config import FrameConfig
 from vidan.media.ffmpeg_bin import ffmpeg_exe
-from vidan.media.frames import _missing_frames, decode_part
+from vidan.media.frames import _missing_frames, decode_part as _decode_part
 from vidan.media.probe import probe
 from vidan.records import Span
 
 BOTH = ["decord", "pyav"]
+
+
+def decode_full(*args, **kwargs):
+    """``decode_part`` decoding every frame through the named backend (no keyframe path):
+    the tests below are about that path's frame choice and clocks."""
+    return _decode_part(*args, fast=False, **kwargs)
 FAST, SLOW = 30, 5  # frames a second in the two halves of the joined clip
 HALF_S = 3.0
 
@@ -35,7 +41,7 @@ def thirty_then_five(d, suffix: str):
 def scanned_frames(path, span, backend, fps=60.0):
     """decode_part scanning faster than the frame rate, so every frame is scanned once."""
     seen = []
-    out = decode_part(path, probe(path), span, FrameConfig(backend=backend, scan_fps=fps, sample_fps=2.0),
+    out = decode_full(path, probe(path), span, FrameConfig(backend=backend, scan_fps=fps, sample_fps=2.0),
                       on_scan=lambda t, img: seen.append((round(t * 1000), synth.read_timecode(img))))
     return out, seen
 

@@ -192,3 +192,81 @@ def test_cuts_near_part_boundaries_are_found_once(boundary_clip, part_s):
         assert all(span.start_s <= c.t_s < span.end_s for c in cuts)
         parts += cuts
     assert parts == whole
+
+
+def test_content_score_is_scenedetects():
+    """``content_score`` stands in for ContentDetector.process_frame: same numbers."""
+    from scenedetect import FrameTimecode
+    from scenedetect.detectors import ContentDetector
+    from scenedetect.stats_manager import StatsManager
+
+    from vidan.shots import _hsv, content_score
+
+    rng = np.random.default_rng(2)
+    det, stats = ContentDetector(threshold=27.0, min_scene_len=0), StatsManager()
+    det.stats_manager = stats
+    frames = [rng.integers(0, 256, (54, 96, 3), dtype=np.uint8) for _ in range(3)]
+    frames.append(np.clip(frames[-1].astype(int) + 9, 0, 255).astype(np.uint8))
+    for i, f in enumerate(frames):
+        tc = FrameTimecode(i, fps=8.0)
+        det.process_frame(tc, np.ascontiguousarray(f[..., ::-1]))
+        if i:
+            assert content_score(_hsv(frames[i - 1]), _hsv(f)) == stats.get_metrics(tc, ["content_val"])[0]
+
+
+def scan_both(path: Path):
+    """Cuts from the keyframe path's scan and from a scan of every frame."""
+    from vidan.config import FrameConfig
+    from vidan.media.frames import decode_part
+    from vidan.media.probe import probe
+    from vidan.records import Span
+
+    info = probe(path)
+    out = {}
+    for fast in (True, False):
+        det = ShotDetector(ShotConfig())
+        decode_part(path, info, Span(0.0, info.duration_s), FrameConfig(), on_scan=det.push, fast=fast)
+        out[fast] = det.finish()
+    return out[True], out[False]
+
+
+@pytest.fixture(scope="module")
+def keyframed_clip(tmp_path_factory, photos):
+    """Cuts and fades, keyframes every second: the scan takes the keyframe path."""
+    scenes = [Scene(2.0, photos["coffee"]), Scene(1.7, photos["chelsea"]), Scene(2.3, photos["rocket"], fade_out_s=0.6),
+              Scene(1.5, photos["astronaut"], fade_in_s=0.5), Scene(1.3, (200, 40, 40)), Scene(1.6, (0, 0, 0), pan=False),
+              Scene(2.1, photos["coffee"]), Scene(0.9, photos["chelsea"]), Scene(1.6, photos["coffee"])]
+    path = synth.write_video(tmp_path_factory.mktemp("keyed") / "keyed.mp4", scenes, gop=25)
+    return path, scenes
+
+
+def test_keyframe_path_scan_finds_the_full_decode_cuts(keyframed_clip):
+    path, scenes = keyframed_clip
+    fast, full = scan_both(path)
+    assert [c.kind for c in full] == ["cut", "cut", "fade", "cut", "fade", "cut", "cut"], full
+    assert [c.kind for c in fast] == [c.kind for c in full], (fast, full)
+    # the same boundary: on the same frame, or the (reference) frame just before it
+    assert all(-0.04 - 1e-6 <= a.t_s - b.t_s <= 1e-6 for a, b in zip(fast, full)), (fast, full)
+    for c, t in zip(fast, scene_starts(scenes)[:3] + [7.5, 9.6, 12.5, 13.4]):  # 9.6: the middle of the black
+        if c.kind == "cut":
+            assert t - 1e-6 <= c.t_s <= t + 0.125, (c, t)
+        else:
+            assert abs(c.t_s - t) <= 0.25, (c, t)
+
+
+@pytest.mark.parametrize("part_s", [2.02, 5.5])
+def test_keyframe_path_parts_find_the_whole_files_cuts(keyframed_clip, part_s):
+    from vidan.config import Config
+    from vidan.media.probe import probe
+    from vidan.records import Span
+    from vidan.stages import scan_part
+
+    path, _ = keyframed_clip
+    info = probe(path)
+    decoded, whole = scan_part(str(path), info, Span(0.0, info.duration_s), Config())
+    assert decoded.backend == "pyav" and len(decoded.times_s) == 15  # one keyframe a second
+    parts = []
+    for start in np.arange(0.0, info.duration_s, part_s):
+        span = Span(float(start), float(min(start + part_s, info.duration_s)))
+        parts += scan_part(str(path), info, span, Config())[1]
+    assert parts == whole

@@ -2,14 +2,14 @@
 
 Frames arrive one at a time (``push``), small (~96 px wide) and sparse (~8 a second,
 possibly at irregular times: variable frame rate). Hard cuts come from PySceneDetect's
-``ContentDetector``, fed frame by frame; fades to and from black come from the mean
+``ContentDetector`` score (``content_score``, the same arithmetic without its per-frame
+overhead), frame by frame; fades to and from black come from the mean
 brightness of each frame (the measure PySceneDetect's ``ThresholdDetector`` uses),
 handled here so that a fade-out followed by a fade-in is *one* boundary and the large
 frame-to-frame changes inside the fade are not also reported as hard cuts.
 
-Times: PySceneDetect only sees frame numbers at a nominal rate; every time reported
-comes from the times given to ``push``, so variable frame rates are exact. A cut's
-``t_s`` is the time of the first pushed frame of the new shot.
+Times: every time reported comes from the times given to ``push``, so variable frame
+rates are exact. A cut's ``t_s`` is the time of the first pushed frame of the new shot.
 
 Tuning at ~8 frames a second, 96 px wide (synthetic 320x240 H.264 of scikit-image
 photos, as in ``tests/test_shots.py`` and ``benchmarks/bench_segments.py``): a hard cut
@@ -19,27 +19,29 @@ score 3-9 and a pan across the whole picture in one second 10-17; fades score 8-
 step outside the dark frames. The default threshold 27 keeps a wide margin on both
 sides, so it stays. Limits: a cross-dissolve spreads its change over many samples,
 each well under the threshold, and is not found; a whip pan can score like a cut;
-ContentDetector needs scenedetect >= 0.7 (frame timecodes, not frame numbers).
+``tests/test_shots.py`` checks the score against scenedetect's own ContentDetector.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 from vidan.config import ShotConfig
 from vidan.records import Cut
 
-NOMINAL_FPS = 8.0  # the frame rate PySceneDetect is told; it never turns into a reported time
 # A dark stretch at least this long is a (black) shot of its own: it gets a boundary where
 # it starts and one where it ends, instead of one in its middle.
 LONG_DARK_S = 3.0
 # How far before and after a dark stretch falling/rising brightness still counts as the
 # fade; bounds what a slowly dimming scene can hide.
 MAX_RAMP_S = 3.0
-_SCORE_KEY = "content_val"
+# A ramp step must change the brightness by more than this (0-255 scale): a shot that only
+# drifts darker (a slow pan) is not part of the fade, and a hard cut before it stays a cut.
+RAMP_MIN_STEP = 0.5
 
 
 def context_s(cfg: ShotConfig) -> float:
@@ -64,17 +66,9 @@ class ShotDetector:
     """
 
     def __init__(self, cfg: ShotConfig):
-        from scenedetect.detectors import ContentDetector
-        from scenedetect.stats_manager import StatsManager
-
         self.cfg = cfg
-        # min_scene_len=0 turns PySceneDetect's own minimum-length filter off: it counts
-        # frames at one rate, while min_shot_s is applied below in real (pushed) seconds.
-        self._content = ContentDetector(threshold=cfg.threshold, min_scene_len=0)
-        # The stats manager is PySceneDetect's public way to read each frame's score.
-        self._stats = StatsManager()
-        self._content.stats_manager = self._stats
         self._frames: list[_Frame] = []
+        self._last_hsv: Optional[np.ndarray] = None
 
     def push(self, t_s: float, frame_rgb: np.ndarray) -> None:
         if not math.isfinite(t_s):
@@ -83,13 +77,10 @@ class ShotDetector:
             raise ValueError(f"frames must be pushed in increasing time: {t_s} after {self._frames[-1].t}")
         if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3 or frame_rgb.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB frame, got {frame_rgb.dtype} {frame_rgb.shape}")
-        from scenedetect import FrameTimecode
-
-        index = len(self._frames)
-        tc = FrameTimecode(index, fps=NOMINAL_FPS)
-        self._content.process_frame(tc, np.ascontiguousarray(frame_rgb[..., ::-1]))  # it wants BGR
-        content = self._stats.get_metrics(tc, [_SCORE_KEY])[0] if index else 0.0
-        self._frames.append(_Frame(float(t_s), float(content or 0.0), float(frame_rgb.mean())))
+        hsv = _hsv(frame_rgb)
+        content = content_score(self._last_hsv, hsv) if self._last_hsv is not None else 0.0
+        self._last_hsv = hsv
+        self._frames.append(_Frame(float(t_s), content, float(frame_rgb.mean())))
 
     def finish(self) -> list[Cut]:
         """The shot boundaries found, sorted, no two closer than ``min_shot_s``."""
@@ -119,11 +110,11 @@ class ShotDetector:
             i1 = k - 1  # dark[i0..i1], frames[k] (if any) is the first bright one again
             # The fade ramps: brightness falling into the dark run and rising out of it.
             r0 = i0
-            while (r0 > 0 and frames[r0 - 1].brightness > frames[r0].brightness
+            while (r0 > 0 and frames[r0 - 1].brightness > frames[r0].brightness + RAMP_MIN_STEP
                    and frames[i0].t - frames[r0 - 1].t <= MAX_RAMP_S):
                 r0 -= 1
             r1 = i1
-            while (r1 + 1 < n and frames[r1 + 1].brightness > frames[r1].brightness
+            while (r1 + 1 < n and frames[r1 + 1].brightness > frames[r1].brightness + RAMP_MIN_STEP
                    and frames[r1 + 1].t - frames[i1].t <= MAX_RAMP_S):
                 r1 += 1
             absorbed.update(range(r0 + 1, r1 + 1))  # jumps between frames inside the fade
@@ -164,6 +155,26 @@ class ShotDetector:
                 continue
             kept.append(c)
         return kept
+
+
+def _hsv(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV).astype(np.int32)
+
+
+def content_score(a_hsv: np.ndarray, b_hsv: np.ndarray) -> float:
+    """PySceneDetect ``ContentDetector``'s score (default weights: hue, saturation and
+    value 1, edges 0) between two frames already in HSV, computed the same way.
+
+    Computed here rather than through ``ContentDetector.process_frame``: with a stats
+    manager attached it also runs Canny edges on every frame, and its per-frame
+    bookkeeping cost about as much as decoding the scan frames.
+    """
+    n = float(a_hsv.shape[0] * a_hsv.shape[1])
+    d = [float(np.sum(np.abs(a_hsv[..., c] - b_hsv[..., c]))) / n for c in range(3)]
+    # the same operations in the same order as ContentDetector, so the floats agree
+    return sum(component * weight for component, weight in zip(d + [0.0], (1.0, 1.0, 1.0, 0.0))) / 3.0
 
 
 def _strength(c: Cut) -> tuple[int, float]:

@@ -10,13 +10,22 @@ frame *displayed* at that time (the last one whose presentation time is not afte
 That needs one frame of look-ahead, so backends hand out frames lazily and only the
 chosen ones are ever converted to RGB, and then straight at model size in the decoder:
 a 4K frame never becomes a full-size RGB array.
+
+The keyframe path (PyAV only, whatever ``backend`` says) avoids decoding what the
+sampler does not need when the file allows it: when every keyframe of the decoded range
+is at most ``MAX_KEY_GAP_S`` from the next (seen from the packet index, without
+decoding), each sampling time gets the nearest keyframe, reported at that keyframe's
+own presentation time; the shot scan decodes only reference frames (the frames skipped
+are never shown to anything else) and skips the deblocking filter on all but keyframes.
+Files with keyframes further apart, AVI (no presentation times) and ``fast=False`` go
+the full-decode way above, through the configured backend (decord or PyAV).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import partial
 from typing import Callable, Iterator, Optional, Protocol
@@ -27,10 +36,20 @@ from vidan.config import FrameConfig
 from vidan.records import STAGE_DECODE, MediaError, MediaInfo, Span
 
 # One decoded frame as a backend hands it out: its presentation time in seconds from
-# ``info.start_time_s``, and a function that returns it as upright RGB at model size.
-RawFrame = tuple[float, Callable[[], np.ndarray]]
+# ``info.start_time_s``, and a function that returns it as upright RGB at model size, or
+# at the (width, height) it is given.
+RawFrame = tuple[float, Callable[..., np.ndarray]]
 
 _SAME_FRAME_S = 1e-4  # two times closer than this are the same frame (backends round differently)
+
+# The keyframe path is taken when no two keyframes are further apart than this: a sample
+# is then never more than half of it from the time it stands for.
+MAX_KEY_GAP_S = 2.0
+_KEY_GAP_SLACK_S = 0.01  # "every 2 s" in a millisecond time base is 2.000 or 2.001 s
+
+# Decoder threads: None lets ffmpeg choose (one per core); benchmarks set 1 to compare
+# against a one-thread ffmpeg decode.
+DECODE_THREADS: Optional[int] = None
 
 
 @dataclass
@@ -60,16 +79,23 @@ class FrameBackend(Protocol):
 
 def decode_part(path, info: MediaInfo, span: Span, cfg: FrameConfig,
                 on_scan: Optional[Callable[[float, np.ndarray], None]] = None,
-                scan_span: Optional[Span] = None) -> DecodedFrames:
+                scan_span: Optional[Span] = None,
+                on_sample: Optional[Callable[[float, np.ndarray], None]] = None,
+                fast: bool = True) -> DecodedFrames:
     """Sample ``span`` of the video for the image model (and the shot scanner).
 
     Model frames: the frame displayed at ``span.start_s + (k + 0.5) / cfg.sample_fps``
     for each such time inside the span, each frame once; a span shorter than one
-    interval still gives its first frame. ``on_scan(t_s, rgb)`` receives, in time
+    interval still gives its first frame. On the keyframe path (module docstring) the
+    keyframe nearest each such time instead. ``times_s`` is always each frame's own
+    presentation time. ``on_scan(t_s, rgb)`` receives, in time
     order, the frame displayed at every ``k / cfg.scan_fps`` (from the file's start)
     inside ``scan_span`` (default: ``span``), ``cfg.scan_width`` pixels wide. A scan
     span wider than ``span`` gives the shot detector the context around a part; only
     ``span`` counts for the model frames, the frame counts and the notes.
+    ``on_sample(t_s, rgb)`` receives each model frame as it is chosen, upright, short
+    side ``cfg.detect_side``, for detectors that need more pixels than the model.
+    ``fast=False`` decodes every frame through the configured backend.
     """
     if not info.has_video:
         raise MediaError(STAGE_DECODE, "no video stream")
@@ -77,7 +103,26 @@ def decode_part(path, info: MediaInfo, span: Span, cfg: FrameConfig,
     if not width or not height:
         width, height = _coded_size(str(path))
     size = model_size(width, height, info.rotation, cfg)
-    picker = _Picker(span, cfg, on_scan, scan_span)
+    detect = (model_size(width, height, info.rotation, replace(cfg, model_size=cfg.detect_side))
+              if on_sample is not None else None)
+    fast_note = None
+    if fast:
+        sent = _Sent(on_scan, on_sample)
+        try:
+            out = _keyframe_path(str(path), info, span, cfg, size, detect, scan_span, sent)
+        except _CallbackError as e:
+            raise e.__cause__ from None
+        except MemoryError:
+            raise
+        except Exception as e:  # the full decode below reads what this one could not
+            out = None
+            fast_note = f"keyframe path failed ({_error_text(e)}), decoded every frame"
+        if out is not None:
+            return out
+        if sent.scan_t > -math.inf or sent.sample_t > -math.inf:
+            # what the caller already has is not sent twice
+            on_scan, on_sample = sent.after(on_scan, sent.scan_t), sent.after(on_sample, sent.sample_t)
+    picker = _Picker(span, cfg, on_scan, scan_span, on_sample=on_sample, detect_size=detect)
 
     order = [cfg.backend] + ([n for n in BACKENDS if n != cfg.backend] if cfg.fallback else [])
     failures: list[tuple[str, str]] = []
@@ -88,7 +133,8 @@ def decode_part(path, info: MediaInfo, span: Span, cfg: FrameConfig,
     for name in order:
         backend_notes: list[str] = []
         before = picker.frames_decoded
-        frames = BACKENDS[name].iter_frames(str(path), info, picker.resume_span(), size, backend_notes)
+        extra = {"read_size": detect} if (detect is not None and name == "decord") else {}
+        frames = BACKENDS[name].iter_frames(str(path), info, picker.resume_span(), size, backend_notes, **extra)
         try:
             try:
                 for frame in frames:
@@ -120,6 +166,8 @@ def decode_part(path, info: MediaInfo, span: Span, cfg: FrameConfig,
     elif failures:
         fallback = "; ".join(f"{n} failed ({text})" for n, text in failures) + f", used {used}"
     notes.extend(picker.coverage_notes(info))
+    if fast_note:
+        notes.append(fast_note)
     expected = _frames_expected(info, span)
 
     images = (np.stack(picker.images) if picker.images
@@ -164,7 +212,14 @@ def scan_image(img: np.ndarray, width: int) -> np.ndarray:
 
 
 class _CallbackError(Exception):
-    """Carries an exception raised by ``on_scan`` past the backend fallback."""
+    """Carries an exception raised by ``on_scan`` or ``on_sample`` past the backend fallback."""
+
+
+def _call(callback, t: float, img: np.ndarray) -> None:
+    try:
+        callback(t, img)
+    except Exception as e:
+        raise _CallbackError() from e
 
 
 class _Clock:
@@ -190,15 +245,18 @@ class _Clock:
 
 
 class _Frame:
-    __slots__ = ("t", "_get", "_img")
+    __slots__ = ("t", "_get", "_img", "scan")
 
-    def __init__(self, t: float, get: Callable[[], np.ndarray]):
-        self.t, self._get, self._img = t, get, None
+    def __init__(self, t: float, get: Callable[..., np.ndarray], scan: Optional[Callable[[], np.ndarray]] = None):
+        self.t, self._get, self._img, self.scan = t, get, None, scan
 
     def image(self) -> np.ndarray:
         if self._img is None:
             self._img = self._get()
         return self._img
+
+    def sized(self, size: tuple[int, int]) -> np.ndarray:
+        return self._get(size)
 
 
 class _Picker:
@@ -211,8 +269,11 @@ class _Picker:
     go to the scanner.
     """
 
-    def __init__(self, span: Span, cfg: FrameConfig, on_scan, scan_span: Optional[Span] = None):
+    def __init__(self, span: Span, cfg: FrameConfig, on_scan, scan_span: Optional[Span] = None,
+                 on_sample=None, detect_size: Optional[tuple[int, int]] = None, model: bool = True):
         self.span = span
+        self.model = model  # False: frames are only scanned and counted
+        self.on_sample, self.detect_size = on_sample, detect_size
         self.samples = _Clock(span.start_s, cfg.sample_fps, 0.5)
         if self.samples.next() >= span.end_s:  # shorter than one interval: its first frame
             self.samples = _Clock(span.start_s, cfg.sample_fps, 0.0)
@@ -243,7 +304,7 @@ class _Picker:
     def resume_span(self) -> Span:
         return Span(max(self.start, self.floor), self.end)
 
-    def feed(self, t: float, get: Callable[[], np.ndarray]) -> bool:
+    def feed(self, t: float, get: Callable[..., np.ndarray], scan: Optional[Callable[[], np.ndarray]] = None) -> bool:
         """Take the next frame; False once past the spans (stop decoding)."""
         if t >= self.end:
             return False
@@ -255,12 +316,12 @@ class _Picker:
         if self.prev is not None and t <= self.prev.t:
             self.out_of_order += in_span
             return True
-        frame = _Frame(t, get)
+        frame = _Frame(t, get, scan)
         if self.scans is not None and t < self.scan_end and self.scans.next() < t:
             self._choose_scan(self.prev or frame)
             self.scans.skip_to(t)
         if in_span:
-            if self.samples.next() < t:
+            if self.model and self.samples.next() < t:
                 self._choose_model(self.last_in_span or frame)
                 self.samples.skip_to(t)
             if t > self.floor + 2 * _SAME_FRAME_S:  # not a frame re-read after a fallback
@@ -281,7 +342,7 @@ class _Picker:
             self._choose_scan(self.prev)
 
     def _finish_model(self) -> None:
-        if self.model_done:
+        if self.model_done or not self.model:
             return
         self.model_done = True
         if self.last_in_span is not None and self.samples.next() < self.span.end_s:
@@ -299,15 +360,14 @@ class _Picker:
         img = frame.image()
         self.times.append(frame.t)
         self.images.append(img)
+        if self.on_sample is not None:
+            _call(self.on_sample, frame.t, frame.sized(self.detect_size))
 
     def _choose_scan(self, frame: _Frame) -> None:
         if frame.t <= self.last_scan_t + _SAME_FRAME_S:
             return
-        small = scan_image(frame.image(), self.scan_width)
-        try:
-            self.on_scan(frame.t, small)
-        except Exception as e:
-            raise _CallbackError() from e
+        small = frame.scan() if frame.scan is not None else scan_image(frame.image(), self.scan_width)
+        _call(self.on_scan, frame.t, small)
         self.last_scan_t = frame.t
 
     def coverage_notes(self, info: MediaInfo) -> list[str]:
@@ -427,8 +487,9 @@ def _coded_size(path: str) -> tuple[int, int]:
         return int(s.codec_context.width), int(s.codec_context.height)
 
 
-def _pyav_rgb(frame, size: tuple[int, int], rotation: int) -> np.ndarray:
-    w, h = (size[1], size[0]) if rotation in (90, 270) else size
+def _pyav_rgb(frame, size: tuple[int, int], rotation: int, want: Optional[tuple[int, int]] = None) -> np.ndarray:
+    w, h = want or size
+    w, h = (h, w) if rotation in (90, 270) else (w, h)
     # swscale scales straight from the decoded YUV planes to model size
     img = frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="AREA")
     return upright(img, rotation)
@@ -450,6 +511,12 @@ def _reorder_depth(codec_context) -> int:
     return int(depth if depth is not None else bool(codec_context.has_b_frames))
 
 
+def _set_threads(stream) -> None:
+    if DECODE_THREADS:
+        stream.thread_count = DECODE_THREADS
+    stream.thread_type = "AUTO"
+
+
 class _PyAVDecoder:
     """Decode one video stream, skipping packets the decoder or demuxer rejects."""
 
@@ -469,8 +536,9 @@ class _PyAVDecoder:
         self.timed = 0
         self.gave_up = ""
         self._last: Optional[Fraction] = None
+        self.frame = None  # the latest frame handed out
 
-    def frames(self) -> Iterator[tuple[float, Callable[[], np.ndarray], bool]]:
+    def frames(self, keys_only: bool = False) -> Iterator[tuple[float, Callable[[], np.ndarray], bool]]:
         import av
 
         errors_in_row = 0
@@ -478,6 +546,8 @@ class _PyAVDecoder:
             try:
                 for packet in self.container.demux(self.stream):
                     errors_in_row = 0
+                    if keys_only and not packet.is_keyframe and packet.size:
+                        continue
                     try:
                         decoded = packet.decode()
                     except av.error.EOFError:
@@ -522,6 +592,7 @@ class _PyAVDecoder:
             at = self._last + step if self._last is not None else Fraction(0)
             has_time = False
         self._last = at
+        self.frame = frame
         return float(at), partial(_pyav_rgb, frame, self.size, self.rotation), has_time
 
     def report(self, notes: list[str]) -> None:
@@ -555,7 +626,7 @@ class PyAVBackend:
                 stream = _video_stream(container)
                 if stream is None:
                     raise MediaError(STAGE_DECODE, "no video stream")
-                stream.thread_type = "AUTO"
+                _set_threads(stream)
                 dec = _PyAVDecoder(container, stream, start, size, info.rotation)
                 if margin is not None:
                     target = (Fraction(span.start_s - margin) + start) / dec.tb
@@ -591,12 +662,202 @@ class PyAVBackend:
                         dec.report(notes)
 
 
+# --- the keyframe path (PyAV) ------------------------------------------------------------
+
+class _Sent:
+    """The callbacks as the keyframe path calls them, remembering how far each got."""
+
+    def __init__(self, on_scan, on_sample):
+        self.on_scan, self.on_sample = on_scan, on_sample
+        self.scan_t = self.sample_t = -math.inf
+
+    def scan(self, t: float, img: np.ndarray) -> None:
+        self.on_scan(t, img)
+        self.scan_t = t
+
+    def sample(self, t: float, img: np.ndarray) -> None:
+        self.on_sample(t, img)
+        self.sample_t = t
+
+    @staticmethod
+    def after(callback, t0: float):
+        if callback is None:
+            return None
+        return lambda t, img: callback(t, img) if t > t0 + _SAME_FRAME_S else None
+
+
+@dataclass
+class _Index:
+    times: np.ndarray  # every packet's presentation time, display order
+    keys: np.ndarray  # the keyframes' times
+    ends: bool  # the stream ended before the range did
+
+
+def _packet_index(path: str, info: MediaInfo, start: float, end: float) -> Optional[_Index]:
+    """Presentation times of the packets from the keyframe before ``start`` to past ``end``,
+    read without decoding; None when the file is not one the keyframe path can trust."""
+    import av
+
+    t0 = _seconds(info.start_time_s)
+    with av.open(path, metadata_errors="ignore") as container:
+        stream = _video_stream(container)
+        if stream is None or _decode_clock(container.format.name) or stream.codec_context.name in _KEY_PATH_BAD:
+            return None
+        tb = stream.time_base or Fraction(1, 90000)
+        _seek(container, stream, start, t0, tb)
+        times, keys = [], []
+        ends = True
+        try:
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                if packet.pts is None:
+                    return None  # times would have to be guessed: the full decode does that
+                t = float(packet.pts * tb - t0)
+                times.append(t)
+                if packet.is_keyframe:
+                    keys.append(t)
+                    if t > end + _SAME_FRAME_S:  # decode order is display order for keyframes
+                        ends = False
+                        break
+        except av.error.FFmpegError:
+            return None
+    return _Index(np.sort(np.asarray(times)), np.asarray(keys), ends)
+
+
+# Decoders whose keyframes are not enough to show a picture on their own, or whose
+# "reference" flag does not mean what the scan needs: the full decode reads them.
+_KEY_PATH_BAD = {"rawvideo"}
+
+
+def _seek(container, stream, start: float, t0: Fraction, tb: Fraction) -> None:
+    if start > 0:
+        target = (Fraction(start) + t0) / tb
+        container.seek(max(0, math.floor(target)), stream=stream, backward=True)
+
+
+def _keys_close(index: _Index, start: float, end: float) -> bool:
+    """Whether keyframes cover [start, end) no further apart than MAX_KEY_GAP_S."""
+    keys, limit = index.keys, MAX_KEY_GAP_S + _KEY_GAP_SLACK_S
+    if not len(keys) or keys[0] > max(start, float(index.times[0])) + _SAME_FRAME_S:
+        return False  # the seek landed after the start: no keyframe before it
+    last = float(index.times[-1]) if index.ends else end
+    keys = keys[(keys < end) & (keys >= keys[keys <= max(start, keys[0])][-1])]  # from the one before start
+    edges = np.r_[keys, min(end, last)]
+    return bool(np.all(np.diff(edges) <= limit))
+
+
+def _sample_keys(span: Span, cfg: FrameConfig, keys: np.ndarray) -> list[float]:
+    """The keyframe nearest each sampling time, each once; ties go to the earlier one."""
+    inside = keys[(keys >= span.start_s - _SAME_FRAME_S) & (keys < span.end_s)]
+    if not len(inside):
+        return []
+    clock = _Clock(span.start_s, cfg.sample_fps, 0.5)
+    if clock.next() >= span.end_s:
+        clock = _Clock(span.start_s, cfg.sample_fps, 0.0)
+    chosen: list[float] = []
+    while clock.next() < span.end_s:
+        t = clock.next()
+        i = int(np.searchsorted(inside, t))
+        near = [inside[j] for j in (i - 1, i) if 0 <= j < len(inside)]
+        k = float(min(near, key=lambda x: (abs(x - t), x)))
+        if not chosen or k > chosen[-1] + _SAME_FRAME_S:
+            chosen.append(k)
+        clock.k += 1
+    return chosen
+
+
+def _keyframe_path(path: str, info: MediaInfo, span: Span, cfg: FrameConfig, size, detect,
+                   scan_span: Optional[Span], sent: _Sent) -> Optional[DecodedFrames]:
+    """``decode_part`` from keyframes and reference frames; None when the file does not allow it."""
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    scanning = sent.on_scan is not None
+    scan = scan_span if (scan_span is not None and scanning) else span
+    start, end = min(span.start_s, scan.start_s), max(span.end_s, scan.end_s)
+    index = _packet_index(path, info, start, end)
+    if index is None or not len(index.times) or not _keys_close(index, start, end):
+        return None
+    wanted = _sample_keys(span, cfg, index.keys)
+    if not wanted:
+        return None
+
+    # frame counts and coverage notes from the packet index: every frame has a packet
+    counter = _Picker(span, cfg, None, model=False)
+    for t in index.times:
+        if not counter.feed(float(t), None):
+            break
+    scanner = _Picker(span, cfg, sent.scan, scan_span, model=False) if scanning else None
+
+    rotation = info.rotation
+    scan_size = (cfg.scan_width, max(1, int(round(size[1] * cfg.scan_width / size[0]))))
+    model_fmt, scan_fmt, detect_fmt = VideoReformatter(), VideoReformatter(), VideoReformatter()
+
+    def rgb(fmt, frame, want):
+        w, h = (want[1], want[0]) if rotation in (90, 270) else want
+        img = fmt.reformat(frame, w, h, "rgb24", interpolation="AREA").to_ndarray()
+        return upright(img, rotation)
+
+    times: list[float] = []
+    images: list[np.ndarray] = []
+    notes: list[str] = []
+    pending = list(wanted)
+    with av.open(path, metadata_errors="ignore") as container:
+        stream = _video_stream(container)
+        _set_threads(stream)
+        cc = stream.codec_context
+        if scanning:
+            # Non-reference frames are never used to predict others: skipping them costs
+            # the scan at most one frame of its time grid. Deblocking is skipped on all
+            # but keyframes: the model frames are keyframes, the scan is 96 px wide.
+            cc.skip_frame = "NONREF"
+            cc.options = {"skip_loop_filter": "nokey"}
+        else:
+            cc.skip_frame = "NONKEY"
+        tb = stream.time_base or Fraction(1, 90000)
+        t0 = _seconds(info.start_time_s)
+        _seek(container, stream, start, t0, tb)
+        dec = _PyAVDecoder(container, stream, t0, size, rotation)
+        frames = dec.frames(keys_only=not scanning)
+        try:
+            for t, _, _ in frames:
+                frame = dec.frame
+                scan_done = scanner is None or not scanner.feed(
+                    t, None, partial(rgb, scan_fmt, frame, scan_size))
+                while pending and pending[0] < t - _SAME_FRAME_S:
+                    pending.pop(0)  # that keyframe did not decode
+                if pending and abs(pending[0] - t) <= _SAME_FRAME_S:
+                    pending.pop(0)
+                    times.append(t)
+                    images.append(rgb(model_fmt, frame, size))
+                    if detect is not None:
+                        _call(sent.sample, t, rgb(detect_fmt, frame, detect))
+                if scan_done and not pending:
+                    break
+        finally:
+            frames.close()
+        dec.report(notes)
+    if scanner is not None:
+        scanner.finish()
+    missed = len(wanted) - len(times)
+    if missed:
+        notes.append(f"{missed} of {len(wanted)} sampled keyframes could not be decoded")
+    notes.extend(counter.coverage_notes(info))
+    return DecodedFrames(
+        times_s=np.asarray(times, np.float64),
+        images=np.stack(images) if images else np.zeros((0, size[1], size[0], 3), np.uint8),
+        backend="pyav", frames_decoded=counter.frames_decoded,
+        frames_expected=_frames_expected(info, span), notes=notes)
+
+
 # --- decord ----------------------------------------------------------------------------
 
 class DecordBackend:
     name = "decord"
 
-    def iter_frames(self, path, info, span, size, notes):
+    def iter_frames(self, path, info, span, size, notes, read_size=None):
+        """``read_size``: decode at this (larger) size; model frames are scaled down from it."""
         import decord
 
         decord.logging.set_level(decord.logging.ERROR)  # its ffmpeg warns on every B-frame
@@ -605,7 +866,9 @@ class DecordBackend:
         # decord 0.6 applies the display matrix itself and scales after rotating, so it
         # is asked for the upright size and its frames are not turned again (checked
         # against ffmpeg's own upright picture in tests/test_frames.py).
-        vr = decord.VideoReader(path, ctx=decord.cpu(0), width=size[0], height=size[1])
+        read = read_size or size
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), width=read[0], height=read[1],
+                                num_threads=DECODE_THREADS or 0)
         try:
             n = len(vr)
             if n == 0:
@@ -619,15 +882,22 @@ class DecordBackend:
             first = max(0, int(np.searchsorted(raw, span.start_s + float(start - stream_start * tb))) - 1)
             for i in range(first, n):
                 t = float(int(ticks[i]) * tb - start)
-                yield t, partial(_decord_rgb, vr, i)
+                yield t, partial(_decord_rgb, vr, i, size, read)
                 if t >= span.end_s:
                     return
         finally:
             del vr  # decord readers leak when kept (dmlc/decord #157)
 
 
-def _decord_rgb(vr, index: int) -> np.ndarray:
-    return vr[index].asnumpy()
+def _decord_rgb(vr, index: int, size, read, want: Optional[tuple[int, int]] = None) -> np.ndarray:
+    img = vr[index].asnumpy()
+    want = tuple(want or size)
+    if want == tuple(read):
+        return img
+    import cv2
+
+    shrink = want[0] <= img.shape[1]
+    return cv2.resize(img, want, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def _stream_clock(path: str) -> tuple[Fraction, int]:
