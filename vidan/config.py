@@ -38,7 +38,9 @@ class SegmentConfig:
 
 @dataclass(frozen=True)
 class FrameConfig:
-    backend: str = "decord"  # "decord" | "pyav"; the other one is the fallback
+    # "decord" | "pyav"; the other one is the fallback. Files whose keyframes are at most
+    # 2 s apart take PyAV's keyframe path instead, whichever is named (media/frames.py).
+    backend: str = "decord"
     fallback: bool = True
     sample_fps: float = 1.0  # frames a second sent to the image model
     model_size: int = 224  # short side of frames given to the model
