@@ -52,6 +52,8 @@ GREY = (128, 128, 128)
 DARK = (30, 30, 36)
 GREEN = (40, 140, 60)
 SKY = (150, 160, 175)
+BEIGE = (205, 185, 150)
+BLUE = (40, 60, 150)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ VIDEOS: dict[str, list[EvalScene]] = {
                 EvalScene("chelsea", "cat", "pets"),
                 EvalScene("coins", None, "money")],
     "launch.mp4": [EvalScene("rocket", None, "space"),
-                   EvalScene(DARK, "rocket", "space"),
+                   EvalScene(BEIGE, "rocket", "space"),
                    EvalScene("hubble_deep_field", None, "space"),
                    EvalScene("rocket", "rocket", "space")],
     "match.mp4": [EvalScene(GREEN, "football", "sport"),
@@ -81,7 +83,7 @@ VIDEOS: dict[str, list[EvalScene]] = {
                   EvalScene("coins", "coffee", "food and drink")],
     "forecast.mp4": [EvalScene(SKY, "weather", "weather"),
                      EvalScene("astronaut", None, "people"),
-                     EvalScene(GREY, "weather", "weather"),
+                     EvalScene(BLUE, "weather", "weather"),
                      EvalScene("camera", None, "people")],
     "mixed.mp4": [EvalScene("coffee", "bread", "food and drink"),
                   EvalScene("moon", None, "space"),
@@ -89,7 +91,7 @@ VIDEOS: dict[str, list[EvalScene]] = {
                   EvalScene(GREY, "coffee", "food and drink")],
     "evening.mp4": [EvalScene("moon", "weather", "weather"),
                     EvalScene("astronaut", "rocket", "space"),
-                    EvalScene(GREY, None, None),
+                    EvalScene(BEIGE, None, None),
                     EvalScene("camera", "football", "sport")],
 }
 
@@ -189,6 +191,60 @@ def score(cases: Sequence[Case], predict: Callable[[Case], Optional[str]] = lamb
     given = sum(p is not None for p in pred)
     hits = sum(p is not None and p == c.truth for p, c in zip(pred, cases))
     labelled_n = sum(c.truth is not None for c in cases)
-    return {"segments": len(cases), "accuracy": right / max(len(cases), 1),
+    return {"segments": len(cases), "given": given, "accuracy": right / max(len(cases), 1),
             "precision": hits / given if given else 0.0, "recall": hits / max(labelled_n, 1),
             "wrong": [f"{c.file}#{c.scene}: {p} (want {c.truth})" for p, c in zip(pred, cases) if p != c.truth]}
+
+
+# --- each modality alone, from the report's own columns ------------------------------
+
+
+class Modalities:
+    """Top classes from one modality's columns alone, scored the way analysis scores them
+    (``vidan.tags.classify_cues``): the visual description (classifier and detectors), the
+    transcript's embedding, the sound-event tags."""
+
+    def __init__(self, taxonomy_path: Path):
+        from vidan.labels import label_bank
+        from vidan.models.text import load_text_encoder
+        from vidan.models.vision import imagenet_labels
+        from vidan.tags import class_baseline, class_embeddings, load_taxonomy
+
+        self.text = load_text_encoder("cpu")
+        self.taxonomy = load_taxonomy(taxonomy_path)
+        self.class_emb = class_embeddings(self.taxonomy, self.text.encode)
+        self.baseline = class_baseline(self.class_emb, label_bank(self.text, imagenet_labels()))
+
+    def _top(self, cues) -> Optional[str]:
+        from vidan.tags import classify_cues
+
+        tags = classify_cues(cues, self.class_emb, self.taxonomy.labels, visual_baseline=self.baseline)
+        return tags[0].label if tags else None
+
+    def visual(self, case: Case) -> Optional[str]:
+        from vidan.tags import Cue
+
+        r = case.row
+        if r["visual_embedding"] is None:
+            return None
+        seen = [t["score"] for t in r["tags"] if t["kind"] == "visual" and t["label"] == "person"]
+        weight = max([r["visual_confidence"] or 0.0, *seen])
+        return self._top([Cue(np.asarray(r["visual_embedding"], np.float32), weight, "visual", against_labels=True)])
+
+    def text(self, case: Case) -> Optional[str]:
+        from vidan.tags import Cue, text_weight
+
+        r = case.row
+        if r["text_embedding"] is None:
+            return None
+        return self._top([Cue(np.asarray(r["text_embedding"], np.float32), text_weight(r["transcript"]), "text")])
+
+    def sounds(self, case: Case) -> Optional[str]:
+        from vidan.tags import EVENT_GROUPS, Cue
+
+        heard = [(EVENT_GROUPS[t["label"]][0], t["score"]) for t in case.row["tags"]
+                 if t["kind"] == "audio" and t["label"] in EVENT_GROUPS and t["label"] != "speech"]
+        if not heard:
+            return None
+        vecs = self.text.encode([p for p, _ in heard])
+        return self._top([Cue(v, s, "audio") for v, (_, s) in zip(vecs, heard)])

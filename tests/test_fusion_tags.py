@@ -174,7 +174,7 @@ def test_people_found_by_the_detectors_reach_tags_classes_and_the_embedding(mode
     crowd = [Box("person", 0.1 * i, 0.2, 0.1 * i + 0.1, 0.9, 3.0) for i in range(5)]
     (row,) = _rows(models, _parts(_flat(), faces=np.array([4, 3], np.int16), people=np.array([3.0, 3.0], np.float32),
                                   boxes=[crowd, crowd]))
-    assert set(_classes(row)[:2]) == {"a crowd", "people walking"} and row["n_faces"] == 4
+    assert _classes(row)[0] == "a crowd" and row["n_faces"] == 4
     # the same frames without detectors: no class could be read, and no person
     (row,) = _rows(models, _parts(_flat()))
     assert _classes(row) == [] and "person" not in row["tag_labels"]

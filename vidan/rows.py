@@ -55,7 +55,7 @@ def segment_rows(video_id: str, path: str, feats: Sequence[SegmentFeatures], mod
         det, groups = seen[i]
         conse_v, visual_conf = conse(f.mean_probs, models.label_emb) if f.mean_probs is not None else (None, None)
         # the visual description: what the classifier saw, and the people and faces found
-        visual = describe([(conse_v, visual_conf or 0.0)] + [(phrases[p], w) for p, w in det])
+        visual = describe([(conse_v, visual_conf or 0.0)] + [(phrases[p], w) for p, w in det if w > 0])
         heard = [(EVENT_GROUPS[g][0], s) for g, s in groups.items() if g != "speech" and s >= EVENT_MIN]
         sounds = describe([(phrases[p], s) for p, s in heard])
         fused = fuse({"visual": visual, "text": text_emb.get(i), "sounds": sounds},

@@ -243,12 +243,21 @@ class Cue:
 # default one): lower gives flat and unreadable pictures a class, higher drops true
 # ones said in a single sentence.
 MIN_EVIDENCE = 0.06
+SECOND_CLASS_SHARE = 0.5  # a second or third class needs this share of the best one's evidence
 
 # Phrases that stand for what the detectors saw, in the sentence space.
 PERSON_PHRASE = "people standing or walking, a person"
 FACE_PHRASE = "a person's face, a man or a woman"
 CROWD_PHRASE = "a crowd of people"
 CROWD_MIN = 3  # people or faces in one frame that make a crowd
+
+# A detector says someone is there, not what the scene is about: its phrase counts at
+# most half as much as a sure reading of the picture, so words about the subject
+# outweigh a face in the frame. Where the detectors ran and found nobody, person-centred
+# classes lose a little (NOBODY_WEIGHT against the person phrase): talk of "the crowd"
+# over an empty pitch is sport, not people.
+DETECTOR_WEIGHT = 0.5
+NOBODY_WEIGHT = 0.3
 
 # HOG's person score is an SVM margin (>= the detector's own min_score, 2.0 by default);
 # s / (s + PERSON_SCALE) maps it onto 0..1, 0.5 at that minimum.
@@ -270,6 +279,8 @@ def cue_scores(cue: Cue, class_emb: np.ndarray, baseline: Optional[np.ndarray] =
     """
     s = np.asarray(class_emb, np.float32) @ np.asarray(cue.vector, np.float32)
     base = baseline if baseline is not None else (np.full_like(s, s.mean()) if len(s) > 2 else np.zeros_like(s))
+    if cue.weight < 0:  # evidence against: the classes it is about lose, the others gain nothing
+        return cue.weight * np.maximum(s - base, 0.0)
     return cue.weight * (s - base)
 
 
@@ -282,14 +293,15 @@ def classify_cues(cues: Sequence[Cue], class_emb: np.ndarray, labels: Sequence[s
     ``source`` is the modality that gave the class most of its evidence, or "fused"
     when more than one helped it.
     """
-    cues = [c for c in cues if c.weight > 0 and c.vector is not None and np.any(c.vector)]
+    cues = [c for c in cues if c.weight != 0 and c.vector is not None and np.any(c.vector)]
     if not cues or len(class_emb) == 0:
         return []
     per = [cue_scores(c, class_emb, visual_baseline if c.against_labels else None) for c in cues]
     total = np.sum(per, axis=0)
     out = []
     for i in np.argsort(-total)[:top_k]:
-        if total[i] < min_evidence:
+        # further classes only where they come near the best: not every faint echo
+        if total[i] < min_evidence or (out and total[i] < SECOND_CLASS_SHARE * out[0].score):
             break
         helped = {c.source for c, s in zip(cues, per) if s[i] > 0.25 * total[i]}
         source = helped.pop() if len(helped) == 1 else "fused"
@@ -318,15 +330,18 @@ def person_tags(people: Optional[float], n_faces: Optional[int]) -> list[Tag]:
 
 
 def person_phrases(people: Optional[float], n_faces: Optional[int], n_people: int = 0) -> list[tuple[str, float]]:
-    """(phrase, weight) for what the detectors saw: people, a face, a crowd."""
+    """(phrase, weight) for what the detectors saw: people, a face, a crowd; or, where
+    they ran and saw nobody, the person phrase with a negative weight."""
     out = []
     p = person_score(people) or 0.0
     if p > 0:
-        out.append((PERSON_PHRASE, p))
+        out.append((PERSON_PHRASE, DETECTOR_WEIGHT * p))
     if n_faces:
-        out.append((FACE_PHRASE, 0.8))
+        out.append((FACE_PHRASE, DETECTOR_WEIGHT))
     if max(n_people, n_faces or 0) >= CROWD_MIN:
-        out.append((CROWD_PHRASE, 0.8))
+        out.append((CROWD_PHRASE, DETECTOR_WEIGHT))
+    if not out and (people is not None or n_faces is not None):
+        out.append((PERSON_PHRASE, -NOBODY_WEIGHT))
     return out
 
 
