@@ -73,10 +73,33 @@ class AsrConfig:
     beam_size: int = 5
     vad: bool = True
     compute_type: str = "int8"
+    # Under this probability Whisper's language guess is checked by decoding the likeliest
+    # candidates and keeping the most probable transcript (0 never checks).
+    language_threshold: float = 0.8
+    languages: Optional[tuple[str, ...]] = None  # allow-list of language codes; None: all
+    batch_size: int = 8  # 30-second windows decoded together
+
+    def __post_init__(self) -> None:
+        # TOML/YAML give lists, the command line may give "en,fr": keep one hashable form
+        if isinstance(self.languages, str):
+            object.__setattr__(self, "languages", tuple(c.strip() for c in self.languages.split(",") if c.strip()))
+        elif isinstance(self.languages, list):
+            object.__setattr__(self, "languages", tuple(self.languages))
 
     def validate(self) -> None:
         if self.backend not in ("faster-whisper", "openai-whisper", "none"):
             raise ConfigError(f"asr.backend must be faster-whisper, openai-whisper or none, not {self.backend!r}")
+        if not 0.0 <= self.language_threshold <= 1.0:
+            raise ConfigError("asr.language_threshold must be between 0 and 1")
+        if self.batch_size < 1 or self.beam_size < 1:
+            raise ConfigError("asr.batch_size and asr.beam_size must be at least 1")
+        if self.languages is not None:
+            if not isinstance(self.languages, tuple) or not self.languages or not all(
+                    isinstance(c, str) and c.isalpha() and c.islower() and 2 <= len(c) <= 3 for c in self.languages):
+                raise ConfigError(f"asr.languages must be a non-empty list of language codes such as "
+                                  f"[\"en\", \"fr\"], not {self.languages!r}")
+            if self.language is not None and self.language not in self.languages:
+                raise ConfigError(f"asr.language {self.language!r} is not in asr.languages {list(self.languages)}")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,17 @@
 
 Nothing is ever downloaded. Audio goes in as float32 mono 16 kHz numpy, never as a
 file path (openai-whisper would call a bare ``ffmpeg`` from PATH).
+
+``transcribe_many`` takes the speech of many clips at once. With faster-whisper their
+voice-activity pieces are packed into shared 30-second windows (a short clip no longer
+pays a whole window) and the windows are decoded in batches; each clip's language is
+detected once, from its first 30 seconds of speech, all clips in one batched call.
+
+Whisper's language guess is checked when it is unsure (probability under
+``asr.language_threshold``): the clip is decoded again in the likeliest other languages
+(Whisper's next candidates and the language of the first transcript's text), and the
+transcript with the highest average log-probability wins. A guess of Latin for clear
+English, or Thai for French, is then decoded in the right language.
 """
 
 from __future__ import annotations
@@ -16,9 +27,10 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import pickle
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Iterable, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -28,8 +40,47 @@ from vidan.records import Word
 RATE = 16000
 MIN_AUDIO_S = 0.1  # shorter audio is not worth a model call
 SILENCE_PEAK = 1e-4  # peak amplitude under which audio is digital silence
+WINDOW_S = 30.0  # Whisper hears 30 seconds at a time
+# Silence put between two clips' speech in a shared window, so Whisper hears a pause
+# rather than one run-on sentence, and a word cannot straddle the seam.
+ITEM_GAP_S = 0.5
+MAX_CANDIDATES = 3  # languages decoded when Whisper's guess is unsure, its guess included
+# Nats per token by which another language's transcript must beat the guessed one's.
+SWITCH_MARGIN = 0.15
+# Whisper's own limit: a transcript compressing better than this is a repetition loop
+# (a Spanish clip guessed as Thai decodes to one syllable repeated, and scores well).
+COMPRESSION_RATIO_THRESHOLD = 2.4
+# Whisper's own rule for a window that holds nothing: drop its words.
+NO_SPEECH_THRESHOLD = 0.6
+LOGPROB_THRESHOLD = -1.0
 
 BUNDLED_FASTER_WHISPER = ("base", "tiny.en")
+
+RawWord = tuple[float, float, str, float]  # start_s, end_s, text, probability
+
+
+@dataclass
+class SpeechItem:
+    """One clip for ``transcribe_many``.
+
+    ``speech``: voice-activity spans in seconds from the start of ``audio``; ``[]`` means
+    no speech (no words come back); ``None`` lets the model find them (Silero VAD when
+    ``asr.vad``, else all the audio). ``language`` pins this clip's language.
+    """
+
+    audio: np.ndarray
+    offset_s: float = 0.0
+    speech: Optional[list[tuple[float, float]]] = None
+    language: Optional[str] = None
+
+
+@dataclass
+class LanguageGuess:
+    """Whisper's language detection, restricted to ``asr.languages`` and renormalised."""
+
+    language: str
+    probability: float
+    ranked: list[tuple[str, float]]  # every allowed language, likeliest first
 
 
 @dataclass
@@ -37,10 +88,12 @@ class Transcript:
     """What was said in one piece of audio.
 
     ``words`` carry absolute times (``offset_s`` added), in order. ``no_speech_prob`` is
-    the MAXIMUM of Whisper's per-segment no-speech probabilities: one doubtful
-    segment is enough to make the whole transcript suspect. Audio with nothing
-    recognised gives no words and ``language=None`` (a language "detected" in silence
-    means nothing).
+    the MAXIMUM of Whisper's per-window no-speech probabilities: one doubtful window is
+    enough to make the whole transcript suspect. Audio with nothing recognised gives no
+    words and ``language=None`` (a language "detected" in silence means nothing).
+    ``language`` is the final choice and ``language_probability`` Whisper's probability
+    for it (1.0 when pinned); ``detected_language``/``detected_probability`` are
+    Whisper's own first guess (None when the language was pinned).
     """
 
     words: list[Word] = field(default_factory=list)
@@ -48,6 +101,8 @@ class Transcript:
     language_probability: Optional[float] = None
     no_speech_prob: Optional[float] = None
     text: str = ""
+    detected_language: Optional[str] = None
+    detected_probability: Optional[float] = None
 
 
 class AsrModel(Protocol):
@@ -55,6 +110,8 @@ class AsrModel(Protocol):
 
     def transcribe(self, audio: np.ndarray, *, offset_s: float = 0.0,
                    language: Optional[str] = None) -> Transcript: ...
+
+    def transcribe_many(self, items: list[SpeechItem]) -> list[Transcript]: ...
 
 
 def load_asr(cfg: AsrConfig, device: str = "cpu", cpu_threads: int = 0) -> AsrModel:
@@ -66,6 +123,148 @@ def load_asr(cfg: AsrConfig, device: str = "cpu", cpu_threads: int = 0) -> AsrMo
     if cfg.backend == "openai-whisper":
         return OpenAIWhisperAsr(cfg, device=device, cpu_threads=cpu_threads)
     raise ValueError("asr.backend is 'none': there is no speech model to load")
+
+
+# --- pure logic: languages --------------------------------------------------------------
+
+def restrict_languages(probs: Iterable[tuple[str, float]], allowed: Optional[Sequence[str]]) -> list[tuple[str, float]]:
+    """(language, probability) likeliest first, only the ``allowed`` ones (None: all),
+    renormalised to sum to 1. Empty when no allowed language has any probability."""
+    kept = [(lang, float(p)) for lang, p in probs if allowed is None or lang in allowed]
+    total = sum(p for _, p in kept)
+    if total <= 0:
+        return []
+    return sorted(((lang, p / total) for lang, p in kept), key=lambda x: -x[1])
+
+
+def candidate_languages(ranked: Sequence[tuple[str, float]], text_language: Optional[str],
+                        max_candidates: int = MAX_CANDIDATES) -> list[str]:
+    """Languages to decode when Whisper is unsure: its guess, the language of the text it
+    transcribed, then its next guesses. The text alone is not enough: a French clip
+    guessed as Thai is transcribed in Thai letters, and the text then reads as Thai."""
+    out: list[str] = []
+    known = {lang for lang, _ in ranked}
+    for lang in [ranked[0][0]] if ranked else []:
+        out.append(lang)
+    if text_language is not None and text_language in known and text_language not in out:
+        out.append(text_language)
+    for lang, _ in ranked[1:]:
+        if len(out) >= max_candidates:
+            break
+        if lang not in out:
+            out.append(lang)
+    return out[:max_candidates]
+
+
+def best_language(decodes: Sequence[tuple[str, Optional[float], Optional[str]]],
+                  margin: float = SWITCH_MARGIN) -> Optional[str]:
+    """Pick among decodes of one clip: (language, score, language of its text), Whisper's
+    own guess first. The score is the average log-probability per token, None for a
+    decode with no words or stuck in a repetition loop.
+
+    Decodes whose text reads as the language they were decoded in are preferred: Whisper
+    decoding clear English "in Latin" writes good English, scoring nearly as well as the
+    English decode. Among those, another language must beat Whisper's guess by ``margin``:
+    a fluent hallucination in a neighbouring language can score a little higher than an
+    imperfect transcript in the right one (seen: German heard as English, -0.87 against
+    -0.96)."""
+    if not decodes:
+        return None
+    usable = [d for d in decodes if d[1] is not None]
+    if not usable:
+        return decodes[0][0]
+    pool = [d for d in usable if d[2] == d[0]] or usable
+    best = max(pool, key=lambda d: d[1])  # the first of equals: Whisper's order
+    first = decodes[0]
+    if first in pool and best is not first and best[1] <= first[1] + margin:
+        return first[0]
+    return best[0]
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's repetition check: length of the text over its zlib-compressed length."""
+    b = text.encode("utf-8")
+    return len(b) / len(zlib.compress(b)) if b else 0.0
+
+
+# --- pure logic: packing speech into shared windows ---------------------------------------
+
+@dataclass(frozen=True)
+class Piece:
+    """Samples [src_start, src_end) of item ``item`` placed at ``dst_start`` of the
+    concatenated audio."""
+
+    item: int
+    src_start: int
+    src_end: int
+    dst_start: int
+
+    @property
+    def dst_end(self) -> int:
+        return self.dst_start + self.src_end - self.src_start
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # samples in the concatenated audio
+    end: int
+    pieces: tuple[Piece, ...]
+
+    @property
+    def items(self) -> set[int]:
+        return {p.item for p in self.pieces}
+
+
+def pack_windows(pieces: dict[int, list[tuple[int, int]]], *, window: int, gap: int, share: bool = True) -> list[Window]:
+    """Lay the items' speech pieces (samples, each at most ``window`` long) one after
+    another into windows of at most ``window`` samples, in item order, ``gap`` silent
+    samples between two items' pieces. ``share=False`` gives every item windows of its
+    own (needed to score one item's transcript alone)."""
+    windows: list[Window] = []
+    cur: list[Piece] = []
+    cur_start = 0
+    pos = 0  # next free sample in the concatenated audio
+    for item in sorted(pieces):
+        if cur and not share:
+            windows.append(Window(cur_start, pos, tuple(cur)))
+            cur, cur_start = [], pos
+        for s, e in pieces[item]:
+            n = e - s
+            if n <= 0:
+                continue
+            if n > window:
+                raise ValueError(f"a speech piece of {n} samples is longer than a window ({window})")
+            lead = gap if cur and cur[-1].item != item else 0
+            if cur and pos + lead + n - cur_start > window:
+                windows.append(Window(cur_start, pos, tuple(cur)))
+                cur, cur_start, lead = [], pos, 0
+            pos += lead
+            cur.append(Piece(item, s, e, pos))
+            pos += n
+    if cur:
+        windows.append(Window(cur_start, pos, tuple(cur)))
+    return windows
+
+
+def assign_words(words: Iterable[RawWord], windows: Sequence[Window]) -> dict[int, list[RawWord]]:
+    """Words timed in the concatenated audio -> each item's words timed from the start of
+    its own audio. A word belongs to the piece holding its middle (or the nearest piece
+    of its window, for a word heard in a gap) and is clamped into that piece: a word
+    never leaks into another item."""
+    starts = [w.start for w in windows]
+    out: dict[int, list[RawWord]] = {}
+    for start_s, end_s, text, prob in words:
+        mid = (start_s + end_s) / 2 * RATE
+        k = max(0, int(np.searchsorted(starts, mid, side="right")) - 1)
+        win = windows[k]
+        piece = min(win.pieces, key=lambda p: 0.0 if p.dst_start <= mid < p.dst_end
+                    else min(abs(mid - p.dst_start), abs(mid - p.dst_end)))
+        lo, hi = piece.dst_start / RATE, piece.dst_end / RATE
+        s = min(max(start_s, lo), hi)
+        e = min(max(end_s, s), hi)
+        shift = (piece.src_start - piece.dst_start) / RATE
+        out.setdefault(piece.item, []).append((s + shift, e + shift, text, prob))
+    return out
 
 
 # --- shared helpers ------------------------------------------------------------------
@@ -84,7 +283,77 @@ def _prepare_audio(audio: np.ndarray) -> Optional[np.ndarray]:
     return np.ascontiguousarray(a)
 
 
-def _build_words(raw: list[tuple[float, float, str, float]], duration_s: float, offset_s: float) -> list[Word]:
+def _split_long(audio: np.ndarray, s: int, e: int, limit: int) -> list[tuple[int, int]]:
+    """Cut a span longer than ``limit`` samples at its quietest 20 ms in the last 5 s
+    before each limit, so a cut rarely falls inside a word."""
+    out = []
+    frame = RATE // 50
+    while e - s > limit:
+        lo = s + max(limit - 5 * RATE, frame)
+        seg = audio[lo:s + limit]
+        n = len(seg) // frame
+        if n == 0:
+            cut = s + limit
+        else:
+            energy = (seg[:n * frame].reshape(n, frame) ** 2).sum(axis=1)
+            cut = lo + int(np.argmin(energy)) * frame
+        out.append((s, cut))
+        s = cut
+    out.append((s, e))
+    return out
+
+
+def _vad_spans(audio: np.ndarray) -> list[tuple[int, int]]:
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    # faster-whisper's own settings for its batched pipeline
+    chunks = get_speech_timestamps(audio, VadOptions(max_speech_duration_s=WINDOW_S, min_silence_duration_ms=160))
+    return [(int(c["start"]), int(c["end"])) for c in chunks]
+
+
+@dataclass
+class _Prepared:
+    audio: np.ndarray
+    pieces: list[tuple[int, int]]  # samples, in order, none longer than a window
+
+
+def _prepare(item: SpeechItem, vad: bool) -> Optional[_Prepared]:
+    """The item's audio and speech pieces, or None when there is nothing to hear."""
+    a = _prepare_audio(item.audio)
+    if a is None:
+        return None
+    if item.speech is None:
+        spans = _vad_spans(a) if vad else [(0, a.size)]
+    else:
+        spans = sorted((max(0, int(round(s * RATE))), min(a.size, int(round(e * RATE)))) for s, e in item.speech)
+    merged: list[tuple[int, int]] = []
+    for s, e in spans:
+        if e <= s:
+            continue
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+        else:
+            merged.append((s, e))
+    limit = int(WINDOW_S * RATE)
+    pieces = [p for s, e in merged for p in _split_long(a, s, e, limit)]
+    if sum(e - s for s, e in pieces) < MIN_AUDIO_S * RATE:
+        return None
+    return _Prepared(a, pieces)
+
+
+def _first_speech(p: _Prepared, seconds: float = WINDOW_S) -> np.ndarray:
+    """The first ``seconds`` of the item's speech, pauses left out."""
+    parts, left = [], int(seconds * RATE)
+    for s, e in p.pieces:
+        take = min(e - s, left)
+        parts.append(p.audio[s:s + take])
+        left -= take
+        if left <= 0:
+            break
+    return np.concatenate(parts)
+
+
+def _build_words(raw: list[RawWord], duration_s: float, offset_s: float) -> list[Word]:
     """Words with times clamped into the audio and never going backwards."""
     words: list[Word] = []
     last_start = 0.0
@@ -99,19 +368,36 @@ def _build_words(raw: list[tuple[float, float, str, float]], duration_s: float, 
     return words
 
 
-def _finish(raw_words: list[tuple[float, float, str, float]], texts: list[str], no_speech: list[float],
-            language: Optional[str], language_probability: Optional[float],
-            duration_s: float, offset_s: float) -> Transcript:
-    words = _build_words(raw_words, duration_s, offset_s)
-    if not words:
-        return Transcript(no_speech_prob=max(no_speech) if no_speech else None)
-    return Transcript(
-        words=words,
-        language=language,
-        language_probability=language_probability,
-        no_speech_prob=max(no_speech) if no_speech else None,
-        text=" ".join(t.strip() for t in texts if t.strip()),
-    )
+@dataclass
+class _Decoded:
+    """One item decoded in one language: words timed from the item's audio start."""
+
+    words: list[RawWord] = field(default_factory=list)
+    no_speech: list[float] = field(default_factory=list)
+    logprob_sum: float = 0.0  # average log-probability x (tokens + 1), summed over windows
+    logprob_n: int = 0
+
+    @property
+    def text(self) -> str:
+        # the words keep Whisper's own leading spaces, so joining them restores the text
+        # (and languages written without spaces stay so)
+        return "".join(w[2] for w in self.words).strip()
+
+    @property
+    def avg_logprob(self) -> Optional[float]:
+        if not self.text or not self.logprob_n:
+            return None
+        return self.logprob_sum / self.logprob_n
+
+    @property
+    def score(self) -> Optional[float]:
+        """Average log-probability, or None when there is nothing worth comparing."""
+        if compression_ratio(self.text) > COMPRESSION_RATIO_THRESHOLD:
+            return None
+        return self.avg_logprob
+
+
+Decoder = Callable[[dict[int, _Prepared], str, bool], dict[int, _Decoded]]
 
 
 def _package_version(dist: str) -> str:
@@ -119,6 +405,126 @@ def _package_version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+class _Whisper:
+    """What both backends share: preparing items, choosing languages, building
+    transcripts. A backend supplies ``_detect`` and ``_decode``."""
+
+    cfg: AsrConfig
+    _supported: frozenset[str]
+
+    def _allowed(self) -> Optional[tuple[str, ...]]:
+        return self.cfg.languages
+
+    def _check_languages(self) -> None:
+        codes = list(self.cfg.languages or ()) + ([self.cfg.language] if self.cfg.language else [])
+        unknown = [c for c in codes if c not in self._supported]
+        if unknown:
+            raise ValueError(f"asr: unknown language code(s) {unknown}; Whisper knows {', '.join(sorted(self._supported))}")
+
+    def transcribe(self, audio: np.ndarray, *, offset_s: float = 0.0,
+                   language: Optional[str] = None) -> Transcript:
+        return self.transcribe_many([SpeechItem(audio, offset_s, None, language)])[0]
+
+    def detect_languages(self, items: list[SpeechItem]) -> list[Optional[LanguageGuess]]:
+        """Whisper's language guess for each item from its first 30 s of speech (None
+        where there is no speech)."""
+        preps = {i: p for i, it in enumerate(items) if (p := _prepare(it, self.cfg.vad)) is not None}
+        found = self._detect(preps)
+        return [found.get(i) for i in range(len(items))]
+
+    def _guess(self, probs: Iterable[tuple[str, float]]) -> Optional[LanguageGuess]:
+        ranked = restrict_languages(probs, self._allowed())
+        return LanguageGuess(ranked[0][0], ranked[0][1], ranked) if ranked else None
+
+    def transcribe_many(self, items: list[SpeechItem]) -> list[Transcript]:
+        """Transcripts of many clips, in order, each with words at its own absolute times."""
+        preps: dict[int, _Prepared] = {}
+        for i, it in enumerate(items):
+            p = _prepare(it, self.cfg.vad)
+            if p is not None:
+                preps[i] = p
+        pinned = {i: items[i].language or self.cfg.language for i in preps}
+        guesses = self._detect({i: p for i, p in preps.items() if not pinned[i]})
+        final: dict[int, str] = {}
+        decoded: dict[int, _Decoded] = {}
+        # sure: pinned, or Whisper confident enough; decoded together in shared windows
+        sure: dict[str, list[int]] = {}
+        unsure: dict[str, list[int]] = {}
+        for i in preps:
+            if pinned[i]:
+                sure.setdefault(pinned[i], []).append(i)
+            elif i in guesses:
+                g = guesses[i]
+                (sure if g.probability >= self.cfg.language_threshold else unsure).setdefault(g.language, []).append(i)
+        for lang, ids in sure.items():
+            decoded.update(self._decode({i: preps[i] for i in ids}, lang, True))
+            final.update({i: lang for i in ids})
+        if unsure:
+            decoded_u, final_u = self._check_unsure(preps, guesses, unsure)
+            decoded.update(decoded_u)
+            final.update(final_u)
+        out = []
+        for i, it in enumerate(items):
+            if i not in decoded:
+                out.append(Transcript())
+                continue
+            d, lang, g = decoded[i], final[i], guesses.get(i)
+            words = _build_words(d.words, preps[i].audio.size / RATE, it.offset_s)
+            nsp = max(d.no_speech) if d.no_speech else None
+            if not words:
+                out.append(Transcript(no_speech_prob=nsp))
+                continue
+            prob = 1.0 if g is None else dict(g.ranked).get(lang, 0.0)
+            out.append(Transcript(words=words, language=lang, language_probability=prob, no_speech_prob=nsp,
+                                  text=d.text, detected_language=g.language if g else None,
+                                  detected_probability=g.probability if g else None))
+        return out
+
+    def _check_unsure(self, preps: dict[int, _Prepared], guesses: dict[int, LanguageGuess],
+                      unsure: dict[str, list[int]]) -> tuple[dict[int, _Decoded], dict[int, str]]:
+        """Decode each unsure item alone in its candidate languages; keep the likeliest."""
+        from vidan.models.langid import identify
+
+        tried: dict[int, dict[str, _Decoded]] = {}
+        for lang, ids in unsure.items():
+            for i, d in self._decode({i: preps[i] for i in ids}, lang, False).items():
+                tried.setdefault(i, {})[lang] = d
+        todo: dict[str, list[int]] = {}
+        ids_all = [i for ids in unsure.values() for i in ids]
+        for i in ids_all:
+            first = tried.get(i, {}).get(guesses[i].language)
+            text_lang = None
+            if first is not None and first.text:
+                found = identify(first.text, k=1)
+                text_lang = found[0][0] if found else None
+            for lang in candidate_languages(guesses[i].ranked, text_lang)[1:]:
+                todo.setdefault(lang, []).append(i)
+        for lang, ids in todo.items():
+            for i, d in self._decode({i: preps[i] for i in ids}, lang, False).items():
+                tried.setdefault(i, {})[lang] = d
+        decoded, final = {}, {}
+        for i in ids_all:
+            options = tried.get(i, {})
+            first = guesses[i].language
+            order = [first] + [lang for lang in options if lang != first]
+            choices = []
+            for lang in order:
+                d = options.get(lang)
+                found = identify(d.text, k=1) if d is not None and d.text else []
+                choices.append((lang, d.score if d is not None else None, found[0][0] if found else None))
+            lang = best_language(choices) or first
+            final[i] = lang
+            if lang in options:
+                decoded[i] = options[lang]
+        return decoded, final
+
+    def _detect(self, preps: dict[int, _Prepared]) -> dict[int, LanguageGuess]:
+        raise NotImplementedError
+
+    def _decode(self, preps: dict[int, _Prepared], language: str, share: bool) -> dict[int, _Decoded]:
+        raise NotImplementedError
 
 
 # --- faster-whisper ----------------------------------------------------------------------
@@ -148,9 +554,9 @@ def resolve_faster_whisper(name: str) -> tuple[str, str]:
         "or the path of a local CTranslate2 model folder")
 
 
-class FasterWhisperAsr:
+class FasterWhisperAsr(_Whisper):
     def __init__(self, cfg: AsrConfig, device: str = "cpu", cpu_threads: int = 0):
-        from faster_whisper import WhisperModel
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         path, self.model_id = resolve_faster_whisper(cfg.model)
         compute_type = cfg.compute_type
@@ -162,33 +568,81 @@ class FasterWhisperAsr:
         self.compute_type = compute_type
         self._model = WhisperModel(path, device=device, compute_type=compute_type,
                                    cpu_threads=max(0, cpu_threads), local_files_only=True)
+        self._batched = BatchedInferencePipeline(self._model)
+        self._supported = frozenset(self._model.supported_languages)
+        self._check_languages()
 
-    def transcribe(self, audio: np.ndarray, *, offset_s: float = 0.0,
-                   language: Optional[str] = None) -> Transcript:
-        a = _prepare_audio(audio)
-        if a is None:
-            return Transcript()
+    def _allowed(self) -> Optional[tuple[str, ...]]:
+        # an English-only model knows one language whatever the config says
+        return self.cfg.languages if self._model.model.is_multilingual else ("en",)
+
+    def _detect(self, preps: dict[int, _Prepared]) -> dict[int, LanguageGuess]:
+        from faster_whisper.audio import pad_or_trim
+
+        ids = list(preps)
+        out: dict[int, LanguageGuess] = {}
+        if not self._model.model.is_multilingual:
+            return {i: LanguageGuess("en", 1.0, [("en", 1.0)]) for i in ids}
+        for k in range(0, len(ids), self.cfg.batch_size):
+            batch = ids[k:k + self.cfg.batch_size]
+            feats = np.stack([pad_or_trim(self._model.feature_extractor(_first_speech(preps[i]))[..., :-1])
+                              for i in batch])
+            results = self._model.model.detect_language(self._model.encode(feats))
+            for i, res in zip(batch, results):
+                g = self._guess((tok[2:-2], p) for tok, p in res)  # "<|en|>" -> "en"
+                if g is not None:
+                    out[i] = g
+        return out
+
+    def _decode(self, preps: dict[int, _Prepared], language: str, share: bool) -> dict[int, _Decoded]:
         import ctranslate2
 
-        # temperature fallback samples at random: seeded, the same audio gives the same words
+        if not preps:
+            return {}
+        windows = pack_windows({i: p.pieces for i, p in preps.items()}, window=int(WINDOW_S * RATE),
+                               gap=int(ITEM_GAP_S * RATE), share=share)
+        audio = np.zeros(windows[-1].end, np.float32)
+        for w in windows:
+            for p in w.pieces:
+                audio[p.dst_start:p.dst_end] = preps[p.item].audio[p.src_start:p.src_end]
+        # sampling is off (temperature 0), but seeded all the same: same audio, same words
         ctranslate2.set_random_seed(0)
-        segments, info = self._model.transcribe(
-            a,
-            language=language or self.cfg.language,
+        segments, _ = self._batched.transcribe(
+            audio,
+            language=language,
+            clip_timestamps=[{"start": w.start / RATE, "end": w.end / RATE} for w in windows],
+            vad_filter=False,  # the windows are speech already
             beam_size=self.cfg.beam_size,
-            vad_filter=self.cfg.vad,
+            batch_size=self.cfg.batch_size,
+            temperature=0.0,
             word_timestamps=True,
-            # each part is transcribed alone; carrying text over only feeds repetition loops
             condition_on_previous_text=False,
         )
-        segments = list(segments)  # the generator does the work: run it here, once
-        raw: list[tuple[float, float, str, float]] = []
-        for s in segments:
-            for w in s.words or []:
-                raw.append((w.start, w.end, w.word, w.probability))
-        return _finish(raw, [s.text for s in segments], [float(s.no_speech_prob) for s in segments],
-                       info.language, float(info.language_probability) if info.language_probability is not None else None,
-                       a.size / RATE, offset_s)
+        # the pipeline tags each segment with its window start in frames, computed as here
+        by_seek = {int(int(w.start / RATE * RATE) / RATE * self._model.frames_per_second): w for w in windows}
+        # window -> (avg_logprob, tokens, no_speech_prob, words)
+        seen: dict[int, list] = {}
+        for seg in segments:  # the generator does the work: run it here, once
+            w = by_seek.get(seg.seek)
+            if w is None:  # never expected: fall back to the window holding the segment's start
+                w = next(x for x in reversed(windows) if x.start <= seg.start * RATE + 1)
+            rec = seen.setdefault(w.start, [seg.avg_logprob, 0, seg.no_speech_prob, [], w])
+            rec[1] += len(seg.tokens)
+            rec[3].extend((x.start, x.end, x.word, x.probability) for x in seg.words or [])
+        out = {i: _Decoded() for i in preps}
+        for avg, n_tokens, nsp, words, w in seen.values():
+            for i in w.items:
+                out[i].no_speech.append(float(nsp))
+            if nsp > NO_SPEECH_THRESHOLD and avg < LOGPROB_THRESHOLD:
+                continue  # Whisper's own rule: a window that is most likely silence
+            for i in w.items:
+                out[i].logprob_sum += float(avg) * (n_tokens + 1)
+                out[i].logprob_n += n_tokens + 1
+            for i, ws in assign_words(words, [w]).items():
+                out[i].words.extend(ws)
+        for d in out.values():
+            d.words.sort(key=lambda x: x[0])
+        return out
 
 
 # --- openai-whisper ------------------------------------------------------------------------
@@ -238,39 +692,68 @@ def load_openai_whisper(name: str, device: str = "cpu") -> tuple[Any, str]:
     return model.to(device).eval(), model_id
 
 
-class OpenAIWhisperAsr:
+class OpenAIWhisperAsr(_Whisper):
+    """openai-whisper, one item at a time (it has no batched decoding)."""
+
     def __init__(self, cfg: AsrConfig, device: str = "cpu", cpu_threads: int = 0):
+        import whisper.tokenizer
+
         from vidan.models.device import set_threads
 
         set_threads(cpu_threads)
         self.cfg = cfg
         self.device = device
         self._model, self.model_id = load_openai_whisper(cfg.model, device=device)
+        self._supported = frozenset(whisper.tokenizer.LANGUAGES)
+        self._check_languages()
 
-    def transcribe(self, audio: np.ndarray, *, offset_s: float = 0.0,
-                   language: Optional[str] = None) -> Transcript:
+    def _allowed(self) -> Optional[tuple[str, ...]]:
+        return self.cfg.languages if self._model.is_multilingual else ("en",)
+
+    def _detect(self, preps: dict[int, _Prepared]) -> dict[int, LanguageGuess]:
+        import torch
         import whisper
 
-        a = _prepare_audio(audio)
-        if a is None:
-            return Transcript()
-        result = whisper.transcribe(
-            self._model,
-            a,
-            verbose=None,
-            temperature=0.0,  # a tuple of fallbacks retries whole windows: ~25x slower
-            word_timestamps=True,
-            condition_on_previous_text=False,
-            fp16=self.device == "cuda",
-            language=language or self.cfg.language,
-            beam_size=self.cfg.beam_size if self.cfg.beam_size > 1 else None,
-        )
-        segments = result.get("segments", [])
-        raw: list[tuple[float, float, str, float]] = []
-        for s in segments:
-            for w in s.get("words", []) or []:
-                raw.append((w["start"], w["end"], w["word"], w.get("probability", 1.0)))
-        # whisper reports the detected language but not how sure it was
-        return _finish(raw, [s.get("text", "") for s in segments],
-                       [float(s["no_speech_prob"]) for s in segments if "no_speech_prob" in s],
-                       result.get("language"), None, a.size / RATE, offset_s)
+        out: dict[int, LanguageGuess] = {}
+        for i, p in preps.items():
+            if not self._model.is_multilingual:
+                out[i] = LanguageGuess("en", 1.0, [("en", 1.0)])
+                continue
+            mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(_first_speech(p)), self._model.dims.n_mels)
+            with torch.no_grad():
+                _, probs = self._model.detect_language(mel.to(self._model.device))
+            g = self._guess(probs.items())
+            if g is not None:
+                out[i] = g
+        return out
+
+    def _decode(self, preps: dict[int, _Prepared], language: str, share: bool) -> dict[int, _Decoded]:
+        import whisper
+
+        out = {}
+        for i, p in preps.items():
+            # silence outside the speech pieces: Whisper hears only them, times stay the clip's
+            audio = np.zeros_like(p.audio)
+            for s, e in p.pieces:
+                audio[s:e] = p.audio[s:e]
+            result = whisper.transcribe(
+                self._model,
+                audio,
+                verbose=None,
+                temperature=0.0,  # a tuple of fallbacks retries whole windows: ~25x slower
+                word_timestamps=True,
+                condition_on_previous_text=False,
+                fp16=self.device == "cuda",
+                language=language,
+                beam_size=self.cfg.beam_size if self.cfg.beam_size > 1 else None,
+            )
+            d = _Decoded()
+            for s in result.get("segments", []):
+                d.no_speech.append(float(s.get("no_speech_prob", 0.0)))
+                n = len(s.get("tokens", [])) + 1
+                d.logprob_sum += float(s.get("avg_logprob", 0.0)) * n
+                d.logprob_n += n
+                d.words.extend((w["start"], w["end"], w["word"], w.get("probability", 1.0))
+                               for w in s.get("words", []) or [])
+            out[i] = d
+        return out
