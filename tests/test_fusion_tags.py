@@ -224,3 +224,15 @@ def test_rows_without_detectors_or_events_fit_the_schema(models):
     table = to_table(rows + boxed, SEGMENTS_SCHEMA)
     assert table.column("n_faces").to_pylist() == [None, 1]
     assert table.column("boxes").to_pylist()[1][0]["kind"] == "face"
+
+
+def test_a_class_may_give_a_description_and_examples(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text("classes:\n  - label: pets\n    description: cats and dogs kept at home\n    examples: [a cat]\n"
+                 "  - label: space\n    prompts: [a rocket]\n    examples: [stars]\n")
+    t = load_taxonomy(p)
+    assert t.classes[0].prompts == ("pets", "cats and dogs kept at home", "a cat")
+    assert t.classes[1].prompts == ("space", "a rocket", "stars")
+    p.write_text("classes:\n  - label: pets\n    examples: cats\n")
+    with pytest.raises(ConfigError, match="examples must be a list"):
+        load_taxonomy(p)
