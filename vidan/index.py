@@ -6,13 +6,14 @@ live at once, a superseded group takes its sidecar with it, and cleanup deletes 
 sidecars as it deletes unlisted part files.
 
 A sidecar holds, for each of the three embeddings search scores (fused, visual, text),
-the group's vectors as float16 with the ranking's confidence weight already multiplied
-in, sorted into inverted lists by a small spherical k-means (one list for a small group,
-about sqrt(n) lists for a large one), with the lists' centroids. A query scores every
+the group's vectors (float32: numpy has no fast float16 product, and converting costs
+more than reading twice the bytes) with the ranking's confidence weight already
+multiplied in, sorted into inverted lists by a small spherical k-means (one list for a
+small group, about 2 sqrt(n) lists for a large one), with the lists' centroids. A query scores every
 centroid of every group, reads only the best lists until it has seen a budget of vectors
 (memory-mapped locally, ranged reads on object stores), takes the best rows of each
-embedding, and scores those rows on all three embeddings exactly: the same score as
-``vidan.search.rank`` up to float16 rounding. A report of up to ``EXACT_BELOW`` vectors
+embedding, and scores those rows on all three embeddings: the same score as
+``vidan.search.rank``. A report of up to ``EXACT_BELOW`` vectors
 of an embedding is searched exhaustively.
 
 File layout: ``VIDX1\\n``, a little-endian uint32 header length, a JSON header naming
@@ -35,7 +36,7 @@ ONE_LIST_BELOW = 4096  # a group smaller than this is one list: nothing to gain 
 KMEANS_ITERS = 10
 KMEANS_SAMPLE_PER_LIST = 64
 EXACT_BELOW = 16_384  # vectors of one embedding: fewer than this are all scored
-PROBE_SHARE = 0.01  # ...more than this, a query reads this share of them (at least EXACT_BELOW), best lists first
+PROBE_SHARE = 0.05  # ...more than this, a query reads this share of them (at least EXACT_BELOW), best lists first
 CANDIDATES_PER_HIT = 20  # rows kept per embedding, per requested hit, before the exact re-score
 MIN_CANDIDATES = 200
 _ALIGN = 64
@@ -88,7 +89,7 @@ def build(segments) -> Optional[bytes]:
         arrays[f"{mod}.offsets"] = offsets
         arrays[f"{mod}.rows"] = rows
         arrays[f"{mod}.pos"] = pos
-        arrays[f"{mod}.vectors"] = (m[rows] * w[mod][rows, None]).astype(np.float16)
+        arrays[f"{mod}.vectors"] = (m[rows] * w[mod][rows, None]).astype(np.float32)
         meta["modalities"][mod] = {"n": int(len(rows)), "lists": int(len(cent)), "dim": int(m.shape[1])}
     if not meta["modalities"]:
         return None
@@ -96,7 +97,7 @@ def build(segments) -> Optional[bytes]:
 
 
 def _n_lists(n: int) -> int:
-    return 1 if n < ONE_LIST_BELOW else int(min(4096, round(np.sqrt(n))))
+    return 1 if n < ONE_LIST_BELOW else int(min(4096, round(2 * np.sqrt(n))))
 
 
 def _kmeans(x: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -291,8 +292,8 @@ class ReportIndex:
                 if not blocks:
                     seen.append((np.zeros(0, np.int64), np.zeros(0, np.float32)))
                     continue
-                v = np.concatenate([b[2] for b in blocks]) if len(blocks) > 1 else blocks[0][2]
-                s = v.astype(np.float32) @ q
+                # block by block: the vectors stay in the map, nothing is copied to score them
+                s = np.concatenate([np.asarray(b[2], np.float32) @ q for b in blocks])
                 key = np.concatenate([_key(gi, self.sidecars[gi].small(f"{mod}.rows")[p]) for gi, p, _ in blocks])
                 best = np.argpartition(-s, keep - 1)[:keep] if len(s) > keep else np.arange(len(s))
                 found.append(key[best])
@@ -329,14 +330,18 @@ class ReportIndex:
         else:
             order = np.argsort(-(cent @ q), kind="stable")
             chosen = order[:int(np.searchsorted(np.cumsum(sizes[order]), need)) + 1]
-        out = []
+        spans: list[list[int]] = []  # [group, lo, hi]: neighbouring lists of a group read as one range
         for li in sorted(chosen.tolist(), key=lambda j: (gs[j], ls[j])):
             gi, l = int(gs[li]), int(ls[li])
             off = self.sidecars[gi].small(f"{mod}.offsets")
             lo, hi = int(off[l]), int(off[l + 1])
-            if hi > lo:
-                out.append((gi, np.arange(lo, hi), self.sidecars[gi].array(f"{mod}.vectors", lo, hi)))
-        return out
+            if hi <= lo:
+                continue
+            if spans and spans[-1][0] == gi and spans[-1][2] == lo:
+                spans[-1][2] = hi
+            else:
+                spans.append([gi, lo, hi])
+        return [(gi, np.arange(lo, hi), self.sidecars[gi].array(f"{mod}.vectors", lo, hi)) for gi, lo, hi in spans]
 
     def _rescore(self, q: np.ndarray, cand: np.ndarray, seen: list) -> Candidates:
         """Every candidate on all three embeddings: the best is its score, as in ``rank``.
