@@ -38,11 +38,11 @@ def thirty_then_five(d, suffix: str):
     return synth.join_without_reencoding(d / f"joined{suffix}", [a, b])
 
 
-def scanned_frames(path, span, backend, fps=60.0):
+def scanned_frames(path, span, backend, fps=60.0, fast=False):
     """decode_part scanning faster than the frame rate, so every frame is scanned once."""
     seen = []
-    out = decode_full(path, probe(path), span, FrameConfig(backend=backend, scan_fps=fps, sample_fps=2.0),
-                      on_scan=lambda t, img: seen.append((round(t * 1000), synth.read_timecode(img))))
+    out = _decode_part(path, probe(path), span, FrameConfig(backend=backend, scan_fps=fps, sample_fps=2.0),
+                       on_scan=lambda t, img: seen.append((round(t * 1000), synth.read_timecode(img))), fast=fast)
     return out, seen
 
 
@@ -150,6 +150,28 @@ def test_b_frames_keep_every_frame_at_its_time(bframes, backend, span):
     if bframes.suffix == ".avi" and backend == "decord":
         # decord's times for these are ffmpeg's guesses: PyAV's decode clock takes over
         assert out.backend == "pyav" and "no presentation timestamps" in out.fallback
+
+
+@pytest.mark.parametrize("span", [Span(0.0, 10.8), Span(3.3, 7.7)], ids=["whole", "seeked"])
+def test_keyframe_path_with_b_frames(bframes, span):
+    """A keyframe every 48 frames (1.92 s): the MP4 takes the keyframe path and every
+    frame it hands out shows the time reported for it; the AVIs (no presentation times)
+    are decoded in full, whatever the keyframes."""
+    import av
+
+    out, seen = scanned_frames(bframes, span, "decord", fps=50.0, fast=True)
+    assert out.notes == []
+    truth = [i / 25 for i in range(270) if span.start_s <= i / 25 < span.end_s]
+    assert out.frames_decoded == len(truth)
+    assert_each_frame_at_its_time(out, seen)
+    if bframes.suffix == ".avi":
+        assert [ms for _, ms in seen] == [round(t * 1000) for t in truth]
+        return
+    with av.open(str(bframes)) as c:
+        s = c.streams.video[0]
+        keys = {round(float(p.pts * s.time_base) * 1000) for p in c.demux(s) if p.size and p.is_keyframe}
+    assert out.backend == "pyav" and len(seen) < len(truth)  # non-reference B-frames are not decoded
+    assert {round(t * 1000) for t in out.times_s} <= keys
 
 
 def _ffmpeg_frame_times(path) -> list[float]:
