@@ -168,27 +168,31 @@ def rank_candidates(cands, segments, top: int = 10, query: str = "",
 
 def candidate_rows(store, index, cands):
     """The ``META_COLUMNS`` of each candidate, read from the row groups that hold them only."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     fs, base = store.storage.arrow()
-    parts = []
-    at = []
-    for gi in np.unique(cands.group):
+
+    def read(gi):
         mine = np.flatnonzero(cands.group == gi)
         rows = cands.row[mine]
         f = pq.ParquetFile(f"{base}/{index.groups[int(gi)].segments}", filesystem=fs)
         ends = np.cumsum([f.metadata.row_group(i).num_rows for i in range(f.metadata.num_row_groups)])
         rgs = np.unique(np.searchsorted(ends, rows, side="right"))
-        t = f.read_row_groups(rgs.tolist(), columns=META_COLUMNS)
+        t = f.read_row_groups(rgs.tolist(), columns=META_COLUMNS, use_threads=False)
         starts = np.concatenate([[0], ends])[rgs]
         # row r of the file sits in the read table after the rows of earlier chosen row groups
         local = np.cumsum(np.concatenate([[0], ends[rgs] - starts]))[:-1]
         where = np.searchsorted(ends[rgs], rows, side="right")
-        parts.append(t.take(pa.array(local[where] + rows - starts[where])))
-        at.append(mine)
-    table = pa.concat_tables(parts)
-    order = np.argsort(np.concatenate(at))
+        return mine, t.take(pa.array(local[where] + rows - starts[where]))
+
+    # hits are spread over many files: their reads overlap (Arrow releases the GIL)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parts = list(pool.map(read, np.unique(cands.group)))
+    table = pa.concat_tables([t for _, t in parts])
+    order = np.argsort(np.concatenate([m for m, _ in parts]))
     return table.take(pa.array(order)).to_pandas()
 
 
