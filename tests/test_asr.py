@@ -144,7 +144,10 @@ def random_whisper_ckpt(tmp_path_factory) -> Path:
 
 
 def test_openai_whisper_checkpoint_loads_and_transcribes(random_whisper_ckpt, coffee):
-    asr = load_asr(AsrConfig(backend="openai-whisper", model=str(random_whisper_ckpt), beam_size=1))
+    # threshold 0: a random model is never sure of its language, and checking it costs
+    # three more decodes (the check itself is shared with faster-whisper and tested there)
+    asr = load_asr(AsrConfig(backend="openai-whisper", model=str(random_whisper_ckpt), beam_size=1,
+                             language_threshold=0.0))
     assert asr.model_id == f"openai-whisper:{random_whisper_ckpt.resolve()}"
     t = asr.transcribe(coffee, offset_s=10.0)
     assert isinstance(t, Transcript)
@@ -158,6 +161,10 @@ def test_openai_whisper_checkpoint_loads_and_transcribes(random_whisper_ckpt, co
     assert t.language is not None and t.detected_language is not None
     assert 0.0 <= t.language_probability <= 1.0 and 0.0 < t.detected_probability <= 1.0
     assert asr.transcribe(np.zeros(RATE, np.float32)).words == []
+    # detection restricted to an allow-list, renormalised
+    asr2 = load_asr(AsrConfig(backend="openai-whisper", model=str(random_whisper_ckpt), languages=("de", "fr")))
+    g = asr2.detect_languages([SpeechItem(coffee)])[0]
+    assert sorted(x for x, _ in g.ranked) == ["de", "fr"] and sum(p for _, p in g.ranked) == pytest.approx(1.0)
 
 
 class _RunsCodeWhenUnpickled:
@@ -384,23 +391,39 @@ def test_each_clip_keeps_its_own_language(base_asr, clips, one_by_one):
 
 # --- checking an unsure language guess, on the real model ---------------------------------------
 
-def test_an_unsure_real_guess_is_checked_and_kept(base_asr, coffee, monkeypatch):
-    # Whisper base gives this clear English clip only p=0.77 for English: under the
-    # default threshold, so the other candidates are decoded, and English stays.
-    calls = []
-    real = base_asr._decode
-    monkeypatch.setattr(base_asr, "_decode", lambda p, lang, share: calls.append(lang) or real(p, lang, share))
+def _count_decodes(asr, monkeypatch) -> list[str]:
+    calls: list[str] = []
+    real = asr._decode
+    monkeypatch.setattr(asr, "_decode", lambda p, lang, share: calls.append(lang) or real(p, lang, share))
+    return calls
+
+
+def test_an_unsure_real_guess_with_a_fluent_transcript_is_kept(base_asr, coffee, monkeypatch):
+    # Whisper base gives this clear English clip only p=0.77 for English, under the
+    # default threshold; its transcript is fluent English, so nothing more is decoded.
+    calls = _count_decodes(base_asr, monkeypatch)
     t = base_asr.transcribe(coffee)
     assert t.detected_language == "en" and 0.6 < t.detected_probability < 0.8
-    assert len(calls) == 3 and calls[0] == "en"  # the guess and two more languages
+    assert calls == ["en"]
     assert t.language == "en" and t.language_probability == t.detected_probability
     assert word_error_rate(synth.speech_text("coffee"), t.text) <= 0.2
 
 
+def test_an_unsure_real_guess_is_checked_by_decoding(base_asr, coffee, monkeypatch):
+    # The same clip with the fluency shortcut off: the guess and two more languages are
+    # decoded on the real model, and English, the most probable, stays.
+    import vidan.models.asr as asr_mod
+
+    monkeypatch.setattr(asr_mod, "FLUENT_WORD_LOGPROB", 1.0)
+    calls = _count_decodes(base_asr, monkeypatch)
+    t = base_asr.transcribe(coffee)
+    assert calls[:2] == ["en", "en"] and len(calls) == 4  # shared pass, then 3 alone
+    assert t.language == "en" and t.detected_language == "en"
+    assert word_error_rate(synth.speech_text("coffee"), t.text) <= 0.2
+
+
 def test_a_confident_guess_is_not_checked(base_asr, clips, monkeypatch):
-    calls = []
-    real = base_asr._decode
-    monkeypatch.setattr(base_asr, "_decode", lambda p, lang, share: calls.append(lang) or real(p, lang, share))
+    calls = _count_decodes(base_asr, monkeypatch)
     t = base_asr.transcribe(clips["weather"])  # p=0.95 for English
     assert calls == ["en"] and t.language == "en" and t.detected_probability > 0.9
 
