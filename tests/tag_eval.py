@@ -143,7 +143,8 @@ def build(folder: Path, overrides: Optional[dict] = None) -> Path:
 
         videos, tax = make_videos(folder)
         cfg = Config().replace(tags={"taxonomy": str(tax)}, **(overrides or {}))
-        summary = vidan.analyze([videos], out=folder / "report", config=cfg, executor="local")
+        # reprocess: a kept folder is analysed again by the code as it is now
+        summary = vidan.analyze([videos], out=folder / "report", config=cfg, executor="local", reprocess=True)
         assert summary.ok == len(VIDEOS), summary.line()
         _BUILT[str(folder)] = folder / "report"
     return _BUILT[str(folder)]
@@ -210,10 +211,10 @@ class Modalities:
         from vidan.models.vision import imagenet_labels
         from vidan.tags import class_baseline, class_embeddings, load_taxonomy
 
-        self.text = load_text_encoder("cpu")
+        self.encoder = load_text_encoder("cpu")
         self.taxonomy = load_taxonomy(taxonomy_path)
-        self.class_emb = class_embeddings(self.taxonomy, self.text.encode)
-        self.baseline = class_baseline(self.class_emb, label_bank(self.text, imagenet_labels()))
+        self.class_emb = class_embeddings(self.taxonomy, self.encoder.encode)
+        self.baseline = class_baseline(self.class_emb, label_bank(self.encoder, imagenet_labels()))
 
     def _top(self, cues) -> Optional[str]:
         from vidan.tags import classify_cues
@@ -246,5 +247,5 @@ class Modalities:
                  if t["kind"] == "audio" and t["label"] in EVENT_GROUPS and t["label"] != "speech"]
         if not heard:
             return None
-        vecs = self.text.encode([p for p, _ in heard])
+        vecs = self.encoder.encode([p for p, _ in heard])
         return self._top([Cue(v, s, "audio") for v, (_, s) in zip(vecs, heard)])
