@@ -70,7 +70,7 @@ def segment_rows(video_id: str, path: str, feats: Sequence[SegmentFeatures], mod
         kw = keywords(f.transcript, cfg.tags.keywords)
         tags = [
             *classify_cues(cues, models.class_emb, models.taxonomy.labels, visual_baseline=baseline,
-                           top_k=cfg.tags.top_k),
+                           threshold=cfg.tags.threshold, top_k=cfg.tags.top_k),
             *who,
             *vis,
             *audio_tags(f.speech_ratio, f.loudness_db, groups or None),

@@ -237,12 +237,13 @@ class Cue:
     against_labels: bool = False
 
 
-# What a classification tag must reach: summed over cues, each cue's cosine with the
-# class above that class's baseline, times the cue's weight. Chosen on the evaluation
-# set of benchmarks/bench_tags.py (held-out videos and a user's taxonomy, not the
-# default one): lower gives flat and unreadable pictures a class, higher drops true
-# ones said in a single sentence.
-MIN_EVIDENCE = 0.06
+# A class's evidence e (summed over cues: each cue's cosine with the class above that
+# class's baseline, times the cue's weight) is reported as the score e / (e + EVIDENCE_HALF),
+# in 0..1. The default ``tags.threshold`` of 0.30 then asks for e >= 0.06, chosen on the
+# evaluation set of benchmarks/bench_tags.py (a user's taxonomy, not the default one):
+# lower gives flat and unreadable pictures a class, higher drops true ones said in a
+# single sentence.
+EVIDENCE_HALF = 0.14
 SECOND_CLASS_SHARE = 0.5  # a second or third class needs this share of the best one's evidence
 
 # Phrases that stand for what the detectors saw, in the sentence space.
@@ -284,28 +285,31 @@ def cue_scores(cue: Cue, class_emb: np.ndarray, baseline: Optional[np.ndarray] =
     return cue.weight * (s - base)
 
 
-def classify_cues(cues: Sequence[Cue], class_emb: np.ndarray, labels: Sequence[str], *,
-                  visual_baseline: Optional[np.ndarray] = None, min_evidence: float = MIN_EVIDENCE,
-                  top_k: int = 3) -> list[Tag]:
-    """Classes by summed evidence over ``cues``, best first; none below ``min_evidence``.
+def evidence_score(evidence: float) -> float:
+    """A class's summed evidence as a score in 0..1 (0.30 at an evidence of 0.06)."""
+    return float(evidence / (evidence + EVIDENCE_HALF)) if evidence > 0 else 0.0
 
-    A segment with no confident class gets no classification tag at all. The tag's
-    ``source`` is the modality that gave the class most of its evidence, or "fused"
-    when more than one helped it.
+
+def classify_cues(cues: Sequence[Cue], class_emb: np.ndarray, labels: Sequence[str], *,
+                  visual_baseline: Optional[np.ndarray] = None, threshold: float = 0.30,
+                  top_k: int = 3) -> list[Tag]:
+    """Classes by summed evidence over ``cues``, best first; none whose score
+    (``evidence_score``) is under ``threshold``.
+
+    A segment with no confident class gets no classification tag at all.
     """
     cues = [c for c in cues if c.weight != 0 and c.vector is not None and np.any(c.vector)]
     if not cues or len(class_emb) == 0:
         return []
     per = [cue_scores(c, class_emb, visual_baseline if c.against_labels else None) for c in cues]
     total = np.sum(per, axis=0)
-    out = []
-    for i in np.argsort(-total)[:top_k]:
+    out: list[Tag] = []
+    order = np.argsort(-total)[:top_k]
+    for i in order:
         # further classes only where they come near the best: not every faint echo
-        if total[i] < min_evidence or (out and total[i] < SECOND_CLASS_SHARE * out[0].score):
+        if evidence_score(total[i]) < threshold or total[i] < SECOND_CLASS_SHARE * total[order[0]]:
             break
-        helped = {c.source for c, s in zip(cues, per) if s[i] > 0.25 * total[i]}
-        source = helped.pop() if len(helped) == 1 else "fused"
-        out.append(Tag(labels[i], float(total[i]), source, "classification"))
+        out.append(Tag(labels[i], evidence_score(total[i]), "fused", "classification"))
     return out
 
 
