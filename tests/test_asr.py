@@ -302,8 +302,9 @@ def test_assign_words_maps_back_to_each_clip_and_never_across():
 def test_language_options_are_checked():
     from vidan.config import Config
 
-    cfg = Config.from_dict({"asr": {"languages": ["en", "fr"], "language_threshold": 0.7, "batch_size": 4}})
-    assert cfg.asr.languages == ("en", "fr") and cfg.asr.batch_size == 4
+    cfg = Config.from_dict({"asr": {"languages": ["en", "fr"], "language_threshold": 0.7, "batch_size": 4,
+                                    "share_windows": False}})
+    assert cfg.asr.languages == ("en", "fr") and cfg.asr.batch_size == 4 and not cfg.asr.share_windows
     assert hash(cfg.asr)  # stays hashable
     assert AsrConfig(languages="en, fr").languages == ("en", "fr")
     with pytest.raises(ConfigError, match="not in asr.languages"):
@@ -356,6 +357,21 @@ def test_transcribe_many_matches_clip_by_clip_with_times_in_each_clip(base_asr, 
         # the words sit where the clip's own transcription put them
         solo_start = one_by_one[n].words[0].start_s + lo + 1.0
         assert abs(t.words[0].start_s - solo_start) <= 0.5
+
+
+def test_windows_shared_only_when_asked(base_asr, clips, monkeypatch):
+    import dataclasses
+
+    seen = []
+    real = base_asr._decode
+    monkeypatch.setattr(base_asr, "_decode", lambda p, lang, share: seen.append(share) or real(p, lang, share))
+    items = [SpeechItem(clips[n], 10.0 * k, language="en") for k, n in enumerate(NAMES[:2])]
+    base_asr.transcribe_many(items)
+    monkeypatch.setattr(base_asr, "cfg", dataclasses.replace(base_asr.cfg, share_windows=False))
+    out = base_asr.transcribe_many(items)
+    assert seen == [True, False]
+    for n, t in zip(NAMES, out):
+        assert word_error_rate(synth.speech_text(n), t.text) <= 0.15
 
 
 def test_a_clip_without_speech_gets_no_words_beside_others(base_asr, clips):

@@ -12,8 +12,9 @@ file path (openai-whisper would call a bare ``ffmpeg`` from PATH).
 
 ``transcribe_many`` takes the speech of many clips at once. With faster-whisper their
 voice-activity pieces are packed into shared 30-second windows (a short clip no longer
-pays a whole window) and the windows are decoded in batches; each clip's language is
-detected once, from its first 30 seconds of speech, all clips in one batched call.
+pays a whole window; ``asr.share_windows``) and the windows are decoded in batches of
+``asr.batch_size``; each clip's language is detected once, from its first 30 seconds of
+speech, all clips in one batched call.
 
 Whisper's language guess is checked when it is unsure (probability under
 ``asr.language_threshold``) and its transcript is not plainly right (fluent, and its text
@@ -471,7 +472,7 @@ class _Whisper:
                 by_lang.setdefault(lang, []).append(i)
                 final[i] = lang
         for lang, ids in by_lang.items():
-            decoded.update(self._decode({i: preps[i] for i in ids}, lang, True))
+            decoded.update(self._decode({i: preps[i] for i in ids}, lang, self.cfg.share_windows))
         # An unsure guess is checked unless its transcript is fluent and reads as its language.
         unsure: dict[str, list[int]] = {}
         for i, g in guesses.items():
