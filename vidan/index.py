@@ -11,7 +11,7 @@ more than reading twice the bytes) with the ranking's confidence weight already
 multiplied in, sorted into inverted lists by a small spherical k-means (one list for a
 small group, about 2 sqrt(n) lists for a large one), with the lists' centroids. A query scores every
 centroid of every group, reads only the best lists until it has seen a budget of vectors
-(memory-mapped locally, ranged reads on object stores), takes the best rows of each
+(positioned reads of those ranges, locally and on object stores alike), takes the best rows of each
 embedding, and scores those rows on all three embeddings: the same score as
 ``vidan.search.rank``. A report of up to ``EXACT_BELOW`` vectors
 of an embedding is searched exhaustively.
@@ -23,6 +23,7 @@ each array's dtype, shape and offset (64-byte aligned), then the arrays.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -37,8 +38,8 @@ KMEANS_ITERS = 10
 KMEANS_SAMPLE_PER_LIST = 64
 EXACT_BELOW = 16_384  # vectors of one embedding: fewer than this are all scored
 PROBE_SHARE = 0.05  # ...more than this, a query reads this share of them (at least EXACT_BELOW), best lists first
-CANDIDATES_PER_HIT = 20  # rows kept per embedding, per requested hit, before the exact re-score
-MIN_CANDIDATES = 200
+CANDIDATES_PER_HIT = 10  # rows kept per embedding, per requested hit, before the exact re-score
+MIN_CANDIDATES = 100
 _ALIGN = 64
 
 
@@ -151,16 +152,17 @@ class Sidecar:
     """One group's sidecar: small arrays read whole, vectors read by list on demand."""
 
     def __init__(self, storage, key: str):
-        self._local = None
+        self._fd = None
         self._file = None
         root = getattr(storage, "root", None)
-        if root is not None:  # a local report: memory-map, the page cache is the buffer
-            self._local = np.memmap(storage.path(key), np.uint8, mode="r")
-            head = bytes(self._local[:4096])
+        if root is not None:
+            # positioned reads, not a memory map: a map's pages (and the kernel's read-ahead
+            # around each) count as the process's memory; a read costs only what it returns
+            self._fd = os.open(storage.path(key), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         else:
             fs, base = storage.arrow()
             self._file = fs.open_input_file(f"{base}/{key}")
-            head = self._file.read_at(4096, 0)
+        head = self._read(0, 4096)
         if head[:len(MAGIC)] != MAGIC:
             raise ValueError(f"{key} is not a vidan index sidecar")
         (hlen,) = struct.unpack("<I", head[len(MAGIC):len(MAGIC) + 4])
@@ -171,9 +173,13 @@ class Sidecar:
         self.rows = int(self.meta["rows"])
         self._small: dict[str, np.ndarray] = {}
 
+    def __del__(self):
+        if self._fd is not None:
+            os.close(self._fd)
+
     def _read(self, offset: int, n: int) -> bytes:
-        if self._local is not None:
-            return self._local[offset:offset + n]
+        if self._fd is not None:
+            return os.pread(self._fd, n, offset)
         return self._file.read_at(n, offset)
 
     def array(self, name: str, lo: Optional[int] = None, hi: Optional[int] = None) -> np.ndarray:
@@ -194,8 +200,6 @@ class Sidecar:
 
     def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Rows ``rows`` (sorted or not) of a 2-d array, without reading the rest."""
-        if self._local is not None:
-            return self.array(name)[rows]  # a view of the map: only the touched pages are read
         lo, hi = int(rows.min()), int(rows.max()) + 1
         if hi - lo <= 4 * len(rows):
             return self.array(name, lo, hi)[rows - lo]
@@ -280,29 +284,34 @@ class ReportIndex:
         the lexical term and cuts). ``rows`` restricts to those rows of each group number
         (``within``), scored exhaustively; ``exact`` scores every vector; ``probe`` is how
         many vectors of each embedding to read (default: ``probe_budget``)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from threadpoolctl import threadpool_limits
 
         q = np.asarray(q, np.float32)
         keep = max(MIN_CANDIDATES, CANDIDATES_PER_HIT * top)
-        seen, found = [], []
-        # one query's products are small: BLAS threads would only wait on each other
+
+        def one(mod):
+            blocks = self._restricted(mod, rows) if rows is not None else self._probe(mod, q, exact, probe)
+            if not blocks:
+                return np.zeros(0, np.int64), (np.zeros(0, np.int64), np.zeros(0, np.float32))
+            s = np.concatenate([np.asarray(b[2], np.float32) @ q for b in blocks])
+            key = np.concatenate([_key(gi, self.sidecars[gi].small(f"{mod}.rows")[p]) for gi, p, _ in blocks])
+            best = np.argpartition(-s, keep - 1)[:keep] if len(s) > keep else np.arange(len(s))
+            o = np.argsort(key)
+            return key[best], (key[o], s[o])
+
+        # one query's products are small: BLAS threads would only wait on each other; the
+        # three embeddings are read and scored side by side instead (reads and BLAS release the GIL)
         with threadpool_limits(1, user_api="blas"):
-            for mod in MODALITIES:
-                blocks = self._restricted(mod, rows) if rows is not None else self._probe(mod, q, exact, probe)
-                if not blocks:
-                    seen.append((np.zeros(0, np.int64), np.zeros(0, np.float32)))
-                    continue
-                # block by block: the vectors stay in the map, nothing is copied to score them
-                s = np.concatenate([np.asarray(b[2], np.float32) @ q for b in blocks])
-                key = np.concatenate([_key(gi, self.sidecars[gi].small(f"{mod}.rows")[p]) for gi, p, _ in blocks])
-                best = np.argpartition(-s, keep - 1)[:keep] if len(s) > keep else np.arange(len(s))
-                found.append(key[best])
-                o = np.argsort(key)
-                seen.append((key[o], s[o]))
+            for mod in MODALITIES:  # centroids first, in this thread: cached for the next query
+                self._lists(mod)
+            with ThreadPoolExecutor(max_workers=len(MODALITIES)) as pool:
+                done = list(pool.map(one, MODALITIES))
+            found = [f for f, _ in done if len(f)]
             if not found:
                 return Candidates(*(np.zeros(0, t) for t in (np.int64, np.int64, np.float32, np.int64)))
-            cand = np.unique(np.concatenate(found))
-            return self._rescore(q, cand, seen)
+            return self._rescore(q, np.unique(np.concatenate(found)), [seen for _, seen in done])
 
     def probe_budget(self, total: int) -> int:
         return total if total < EXACT_BELOW else int(max(EXACT_BELOW, PROBE_SHARE * total))
