@@ -468,3 +468,16 @@ def test_allow_list_restricts_detection():
     assert g.language == "en" and g.probability > 0.85
     assert sum(p for _, p in g.ranked) == pytest.approx(1.0)
     assert asr.detect_languages([SpeechItem(np.zeros(RATE, np.float32))]) == [None]
+
+
+def test_long_speech_is_cut_at_a_quiet_moment_into_window_sized_pieces():
+    from vidan.models.asr import _split_long
+
+    rng = np.random.default_rng(0)
+    audio = rng.normal(0, 0.1, 70 * RATE).astype(np.float32)
+    audio[27 * RATE:int(27.2 * RATE)] = 0.0  # a pause 27 s in
+    pieces = _split_long(audio, 0, len(audio), 30 * RATE)
+    assert pieces[0][1] == pytest.approx(27 * RATE, abs=RATE // 50)
+    assert all(0 < e - s <= 30 * RATE for s, e in pieces)
+    assert pieces[0][0] == 0 and pieces[-1][1] == len(audio)
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
