@@ -128,12 +128,12 @@ def report(folder, tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_part(folder):
     """The talk's audio stage in one part: the words and levels the parts must match."""
-    from vidan.stages import AudioStage, PartJob
+    from vidan.stages import PartJob, run_chain
 
     path = folder / "talk.mp4"
     info = probe(str(path))
     _seeded()
-    return AudioStage(CFG, "cpu")(PartJob("talk", str(path), info, Span(0.0, info.duration_s), 0, 1))
+    return run_chain("audio", PartJob("talk", str(path), info, Span(0.0, info.duration_s), 0, 1), CFG, device="cpu")
 
 
 def _row(rep, name):
@@ -211,11 +211,16 @@ def test_levels_and_speech_of_the_overlap_are_counted_once(report, one_part):
 def test_a_part_measures_its_own_span_only(folder):
     """Levels, acoustic features and voice activity of a part heard with context cover
     its own span: hop for hop what the whole track gives there."""
-    from vidan.stages import AudioStage, PartJob
+    from vidan.stages import PartJob, load_stages, run_chain
 
     path = folder / "talk.mp4"
     info = probe(str(path))
-    stage = AudioStage(CFG.replace(asr={"backend": "none"}), "cpu")
+    cfg = CFG.replace(asr={"backend": "none"})
+    stages = load_stages(cfg, ("audio", "asr"), device="cpu")
+
+    def stage(job):
+        return run_chain("audio", job, cfg, stages=stages)
+
     whole = stage(PartJob("talk", str(path), info, Span(0.0, info.duration_s), 0, 1))
     spans = plan_parts(info.duration_s, PART_S)
     middle = stage(PartJob("talk", str(path), info, spans[1], 1, len(spans)))

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--local", action="store_true", help="run every stage in this process, without Ray")
     a.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where models run")
     a.add_argument("--num-cpus", type=int, metavar="N", help="CPUs for the embedded Ray")
+    a.add_argument("--gpu-wait", type=float, metavar="SECONDS",
+                   help="on a cluster with no GPU up yet, how long encoders wait for the autoscaler to start "
+                        "one before running on CPU (default 0: do not wait)")
     a.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                    help="object storage setting (endpoint, region, access_key_id, ...); repeatable")
     a.add_argument("--retry-failed", action="store_true", help="analyse files that failed in earlier runs again")
@@ -137,6 +140,7 @@ def _config(args):
     put("asr", "backend", args.asr)
     put("asr", "model", args.asr_model)
     put("asr", "language", args.language)
+    put("workers", "gpu_wait_s", getattr(args, "gpu_wait", None))
     return cfg.replace(**changes) if changes else cfg
 
 

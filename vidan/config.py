@@ -129,6 +129,44 @@ class LimitConfig:
 
 
 @dataclass(frozen=True)
+class DetectConfig:
+    """People and faces in the sampled frames; sound events in the audio."""
+
+    faces: bool = True
+    people: bool = True
+    sound_events: bool = True
+    face_threshold: float = 0.5
+    person_min_score: float = 2.0  # HOG's own score: 2.0 kept false positives out in tests
+    # Speech recognition runs on a part only when the sound-event model's speech
+    # probability reaches this somewhere in it (voice activity alone hears speech in music).
+    speech_gate: float = 0.3
+
+    def validate(self) -> None:
+        if not 0.0 <= self.speech_gate <= 1.0:
+            raise ConfigError("detect.speech_gate must be between 0 and 1")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How the Ray executor sizes its pools. Resources only: never part of the results."""
+
+    # On a cluster with no GPU up yet, encoders wait this long for the autoscaler to
+    # start one before running on CPU (0: never wait, as on a laptop).
+    gpu_wait_s: float = 0.0
+    gpus: int = 1  # GPUs asked of the autoscaler when none is up
+    replan_s: float = 5.0  # how often pools are re-planned from the cluster and measured demand
+    # A GPU pool is kept through lulls this long: reloading models costs minutes.
+    gpu_keep_s: float = 600.0
+    # A pool grows only for work that outlasts a model load by far: this many seconds
+    # of measured work left per actor.
+    grow_min_s: float = 20.0
+
+    def validate(self) -> None:
+        if self.gpu_wait_s < 0 or self.gpus < 0 or self.replan_s <= 0:
+            raise ConfigError("workers: gpu_wait_s and gpus must be >= 0, replan_s positive")
+
+
+@dataclass(frozen=True)
 class CommitConfig:
     """How often a run commits to the report: a killed run loses at most one batch."""
 
@@ -150,6 +188,8 @@ class Config:
     tags: TagConfig = field(default_factory=TagConfig)
     limits: LimitConfig = field(default_factory=LimitConfig)
     commit: CommitConfig = field(default_factory=CommitConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    workers: WorkerConfig = field(default_factory=WorkerConfig)
 
     def validate(self) -> "Config":
         for f in fields(self):
@@ -172,6 +212,7 @@ class Config:
         d = self.to_dict()
         d["limits"] = {"part_s": d["limits"]["part_s"]}
         d.pop("commit")
+        d.pop("workers")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

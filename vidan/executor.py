@@ -1,88 +1,122 @@
 """Where stages run: the ``Executor`` protocol, and the in-process executor.
 
 ``LocalExecutor`` runs stages in this process (tests, debugging, ``--local``); the Ray
-executor in ``workers/`` runs them on actor pools. The driver (``vidan.pipeline``) only
-submits calls and collects results, so it does not care which.
+executor in ``workers/`` runs them on actor pools. Both are generic over the stage
+registry (``vidan.stages.registry``): the driver submits an item to a chain, the item
+goes through the chain's stages, and the last stage's result comes back.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from typing import Any, Protocol
 
 from vidan.config import Config
 from vidan.records import VidanError
-from vidan.stages import AUDIO, FINISH, STAGE_OF_KIND, VISUAL
+from vidan.stages.registry import CHAINS, STAGES, call_stage, item_seconds, model_ids, take_batch
 
 log = logging.getLogger("vidan")
 
 
 class Executor(Protocol):
     def start(self, config: Config) -> dict[str, str]:
-        """Load the stages; return the model ids (asr, vision, text)."""
+        """Load the stages; return their model ids."""
 
-    def submit(self, kind: str, *args: Any) -> Any:
-        """Queue one call of stage ``kind``; return a handle."""
+    def submit(self, chain: str, item: Any) -> Any:
+        """Queue ``item`` for the stages of ``chain``; return a handle."""
 
     def wait(self, timeout: float) -> list[Any]:
         """Handles that finished (possibly none after ``timeout`` seconds)."""
 
     def result(self, handle: Any) -> Any:
-        """The stage's return value, or raise ``VidanError`` naming what failed."""
+        """The chain's last result, or raise ``VidanError`` naming the stage that failed."""
 
     def shutdown(self) -> None: ...
 
 
 class LocalExecutor:
-    """Runs every stage in this process, one call at a time: finishing calls first, then
-    parts in submission order."""
+    """Runs every stage in this process, one call at a time.
+
+    Which call next: a video ready to finish first (its rows reach the report and its
+    memory is freed early); then an encoder whose batch is full; then the oldest item
+    waiting for a first stage; encoders with part-full batches only when nothing is left
+    upstream. Batches mix parts of different videos, as on Ray.
+    """
 
     def __init__(self, device: str = "auto"):
         self.device = device
-        self._queue: deque = deque()
-        self._done: dict[int, tuple[bool, Any]] = {}
+        self._queues: dict[str, deque] = {name: deque() for name in STAGES}
+        self._route: dict[int, tuple[str, int]] = {}  # handle -> (chain, step)
+        self._done: dict[int, Any] = {}
         self._next = 0
+        self.busy_s: dict[str, float] = {name: 0.0 for name in STAGES}
+        self.calls: dict[str, int] = {name: 0 for name in STAGES}
 
     def start(self, config: Config) -> dict[str, str]:
-        from vidan.stages import AudioStage, FinishStage, VisualStage
+        from vidan.stages import load_stages
 
-        self._stages = {VISUAL: VisualStage(config, self.device), AUDIO: AudioStage(config, self.device),
-                        FINISH: FinishStage(config, self.device)}
-        return {"vision": self._stages[VISUAL].model_id, "asr": self._stages[AUDIO].model_id,
-                "text": self._stages[FINISH].model_id, "taxonomy": self._stages[FINISH].taxonomy.id}
+        self._stages = load_stages(config, device=self.device)
+        return model_ids(self._stages)
 
-    def submit(self, kind: str, *args: Any) -> int:
+    def submit(self, chain: str, item: Any) -> int:
         h = self._next
         self._next += 1
-        self._queue.append((h, kind, args))
+        self._route[h] = (chain, 0)
+        self._queues[CHAINS[chain][0]].append((h, item, item_seconds(item)))
         return h
 
+    def _pick(self) -> str | None:
+        queues = {n: q for n, q in self._queues.items() if q}
+        if not queues:
+            return None
+        if "finish" in queues:
+            return "finish"
+        firsts = {c[0] for c in CHAINS.values()}
+        for name in queues:  # a full batch is worth running now
+            spec = STAGES[name]
+            if name not in firsts and (len(queues[name]) >= spec.batch or
+                                       (spec.batch_s and sum(x[2] for x in queues[name]) >= spec.batch_s)):
+                return name
+        upstream = [n for n in queues if n in firsts]
+        if upstream:
+            return min(upstream, key=lambda n: queues[n][0][0])  # the oldest item
+        return next(iter(queues))
+
     def wait(self, timeout: float) -> list[int]:
-        if not self._queue:
+        name = self._pick()
+        if name is None:
             return []
-        # finish a video before starting the next one's parts: results reach the report
-        # (and memory is freed) as early as possible
-        item = next((x for x in self._queue if x[1] == FINISH), None)
-        if item is not None:
-            self._queue.remove(item)
-        else:
-            item = self._queue.popleft()
-        h, kind, args = item
-        try:
-            self._done[h] = (True, self._stages[kind](*args))
-        except VidanError as e:
-            self._done[h] = (False, e)
-        except Exception as e:  # a bug or a model error must still become a row, with its cause
-            log.debug("stage %s failed", kind, exc_info=True)
-            self._done[h] = (False, VidanError(STAGE_OF_KIND[kind], f"{type(e).__name__}: {e}"))
-        return [h]
+        spec = STAGES[name]
+        batch = take_batch(spec, self._queues[name])
+        t0 = time.perf_counter()
+        results = call_stage(self._stages[name], spec, [item for _, item, _ in batch])
+        self.busy_s[name] += time.perf_counter() - t0
+        self.calls[name] += 1
+        done = []
+        for (h, _, seconds), value in zip(batch, results):
+            chain, step = self._route[h]
+            stages = CHAINS[chain]
+            if step + 1 < len(stages) and not isinstance(value, BaseException):
+                self._route[h] = (chain, step + 1)
+                self._queues[stages[step + 1]].append((h, value, seconds))
+            else:
+                del self._route[h]
+                self._done[h] = value
+                done.append(h)
+        return done
 
     def result(self, handle: int) -> Any:
-        ok, value = self._done.pop(handle)
-        if not ok:
+        value = self._done.pop(handle)
+        if isinstance(value, VidanError):
             raise value
+        if isinstance(value, BaseException):
+            raise VidanError("fuse", f"{type(value).__name__}: {value}")
         return value
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        return {n: {"actors": 1, "calls": self.calls[n], "busy_s": round(self.busy_s[n], 3)} for n in STAGES}
 
     def shutdown(self) -> None:
         self._stages = {}

@@ -32,7 +32,7 @@ from vidan.records import (FAILED, OK, PARTIAL, STAGE_DISCOVER, STAGE_PROBE, Aud
                            MediaError, MediaInfo, VidanError)
 from vidan.rows import video_row
 from vidan.segments import plan_parts
-from vidan.stages import AUDIO, FINISH, VISUAL, PartJob
+from vidan.stages import AUDIO, FINISH, VISUAL, FinishJob, PartJob
 from vidan.store import ReportStore, make_lock
 from vidan.store.storage import LocalStorage
 
@@ -322,7 +322,7 @@ def _schedule_and_collect(work, probes: dict, config: Config, executor: Executor
                     emit(_row(v, FAILED, prov, cfg_json, error=v.errors[0]), [])
                     del videos[video_id]
                 else:
-                    handles[executor.submit(FINISH, v.video_id, v.path, v.parts, prov)] = (video_id, FINISH)
+                    handles[executor.submit(FINISH, FinishJob(v.video_id, v.path, v.parts, prov))] = (video_id, FINISH)
     bar.close()
 
 

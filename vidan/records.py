@@ -198,3 +198,46 @@ class AudioPart:
     # Whisper's own language guess, kept beside the final choice in ``language``.
     detected_language: Optional[str] = None
     detected_probability: Optional[float] = None
+
+
+# Stage STAGE_DECODE hands DecodedPart to the image encoder; the audio stage hands
+# HeardPart to speech recognition. Both travel between actors by reference: the driver
+# never holds their frames or samples.
+STAGE_VISION = "vision"
+STAGE_ASR = "asr"
+
+
+@dataclass
+class DecodedPart:
+    """Frames of one part, sampled and already cropped to the image model's input size."""
+
+    span: Span
+    times_s: np.ndarray  # float64 (N,): presentation times
+    images: np.ndarray  # uint8 (N, S, S, 3): the model's square input, nothing larger
+    cuts: list[Cut]
+    backend: str
+    frames_decoded: int
+    frames_expected: Optional[int] = None
+    notes: list[str] = field(default_factory=list)
+    fallback: Optional[str] = None
+    faces: Optional[np.ndarray] = None
+    people: Optional[np.ndarray] = None
+    boxes: Optional[list[list[Box]]] = None
+
+
+@dataclass
+class HeardPart:
+    """The audio of one part, measured, waiting for speech recognition."""
+
+    span: Span
+    audio: np.ndarray  # float32 16 kHz mono, ``heard_start_s`` on: the part with its context
+    heard_start_s: float
+    speech: list[Span]  # voice activity in the part's own span
+    heard_speech: list[Span]  # voice activity over everything heard (context included)
+    speech_allowed: bool  # False: the sound-event model heard no speech, so nothing is transcribed
+    loudness_db: np.ndarray
+    acoustic: Optional[np.ndarray]
+    samples_decoded_s: float
+    notes: list[str] = field(default_factory=list)
+    events: Optional[np.ndarray] = None
+    events_hop_s: float = 0.96

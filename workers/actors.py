@@ -1,12 +1,16 @@
-"""Thin Ray actors: load a stage's models in ``__init__``, delegate each call to vidan.
+"""One thin Ray actor that hosts any registered stage.
 
-All logic lives in ``vidan.stages``; these classes only decide that a stage runs as a
-long-lived actor (models load once per actor, not per item).
+All logic lives in ``vidan.stages``; this class only decides that a stage runs as a
+long-lived actor (models load once per actor, not per item) and fetches the results of
+the previous stage straight from the object store, so they never pass through the
+driver.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 from vidan.config import Config
 
@@ -26,52 +30,60 @@ def worker_logging() -> None:
 
 def _threads(n: int) -> None:
     if n > 0:
-        os.environ.setdefault("OMP_NUM_THREADS", str(n))
+        os.environ["OMP_NUM_THREADS"] = str(n)
         import torch
 
         torch.set_num_threads(n)
 
 
-class VisualActor:
-    def __init__(self, config: Config, device: str, threads: int):
+@dataclass(frozen=True)
+class Upstream:
+    """An item still in the object store: the result of stage ``stage`` for one item.
+    Wrapped so Ray hands the actor the reference rather than resolving it first: the
+    actor fetches it itself and turns a failure there into that item's error."""
+
+    stage: str
+    ref: Any
+
+
+def fetch(x: Any) -> Any:
+    if not isinstance(x, Upstream):
+        return x
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+    from vidan.records import VidanError
+    from vidan.stages.registry import STAGES
+
+    stage = STAGES[x.stage].report_stage
+    try:
+        return ray.get(x.ref)
+    except RayTaskError as e:
+        cause = e.cause if getattr(e, "cause", None) is not None else e
+        return cause if isinstance(cause, VidanError) else VidanError(stage, f"{type(cause).__name__}: {cause}")
+    except (RayActorError, WorkerCrashedError) as e:
+        return VidanError(stage, f"worker process died: {str(e).splitlines()[0]}")
+
+
+class StageActor:
+    def __init__(self, name: str, config: Config, device: str, threads: int):
         worker_logging()
         _threads(threads)
-        from vidan.stages import VisualStage
+        from vidan.stages.registry import STAGES
 
-        self.stage = VisualStage(config, device)
-
-    def model_id(self) -> str:
-        return self.stage.model_id
-
-    def __call__(self, job):
-        return self.stage(job)
-
-
-class AudioActor:
-    def __init__(self, config: Config, device: str, threads: int):
-        worker_logging()
-        _threads(threads)
-        from vidan.stages import AudioStage
-
-        self.stage = AudioStage(config, device, cpu_threads=threads)
-
-    def model_id(self) -> str:
-        return self.stage.model_id
-
-    def __call__(self, job):
-        return self.stage(job)
-
-
-class FinishActor:
-    def __init__(self, config: Config, device: str, threads: int):
-        worker_logging()
-        _threads(threads)
-        from vidan.stages import FinishStage
-
-        self.stage = FinishStage(config, device)
+        self.spec = STAGES[name]
+        self.stage = self.spec.load()(config, device=device, threads=threads)
 
     def model_ids(self) -> dict:
-        return {"text": self.stage.model_id, "taxonomy": self.stage.taxonomy.id}
+        return self.stage.model_ids()
 
-    def __call__(self, video_id, path, parts, provenance):
-        return self.stage(video_id, path, parts, provenance)
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def process(self, inputs: list) -> Any:
+        from vidan.stages.registry import call_stage
+
+        out = call_stage(self.stage, self.spec, [fetch(x) for x in inputs])
+        return out[0] if len(out) == 1 else tuple(out)

@@ -1,10 +1,16 @@
 """Run vidan's stages on Ray actor pools: an embedded local Ray, or a cluster.
 
-One pool per stage. Encoder pools ask for a share of a GPU when the cluster has GPUs
-and run on CPU otherwise. Calls are queued here and handed to idle actors, so the
-object store holds only the work in flight. A crashed actor is restarted by Ray
-(``max_restarts``) and the call is retried a bounded number of times
-(``MAX_TASK_RETRIES``): a file that keeps killing its worker fails alone, with the reason.
+One pool per registered stage (``vidan.stages.registry``), sized and placed by
+``vidan.pools.plan`` from the nodes alive and the work each stage has left, and
+re-planned while the run goes: a node that joins gets actors, cores move to the stage
+that is behind, encoders ask for GPUs the autoscaler has not started yet.
+
+Items move between stages as object references: the driver hands a decoder's result
+to an encoder without fetching it. Each stage has a bounded queue here; an actor gets
+at most ``spec.inflight`` calls at once (two for encoders: the next batch is waiting
+when one ends), and encoder calls carry parts of many videos. A crashed actor is
+restarted by Ray (``max_restarts``) and the call retried a bounded number of times
+(``MAX_TASK_RETRIES``); a batched call that keeps dying is split so one file fails alone.
 """
 
 from __future__ import annotations
@@ -13,48 +19,17 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from vidan.cluster import ClusterError, check_reachable, cluster_address, is_loopback, token_available
 from vidan.config import Config
 from vidan.records import VidanError
-from vidan.stages import AUDIO, FINISH, STAGE_OF_KIND, VISUAL
+from vidan.pools import Node, Slot, diff, plan
+from vidan.stages.registry import CHAINS, STAGES, item_seconds, take_batch
 
 log = logging.getLogger("vidan")
 
-
-
-@dataclass(frozen=True)
-class PoolPlan:
-    size: int
-    num_cpus: float
-    num_gpus: float
-    threads: int
-    device: str
-
-
-def plan_pools(cpus: float, gpus: float, device: str = "auto") -> dict[str, PoolPlan]:
-    """How many actors of each stage, and what each asks for, on a cluster of this size.
-
-    Decoding and Whisper dominate, so the visual and audio pools split the CPUs; the
-    finishing stage (small text batches) is one actor that reserves no CPU so it can
-    always be placed.
-    """
-    cpus = max(1.0, cpus)
-    if gpus >= 1 and device != "cpu":
-        n = max(1, int(gpus))
-        per = max(1, int(cpus // (2 * n)))
-        enc = dict(size=n, num_cpus=1.0, num_gpus=0.5, threads=per, device="cuda")
-    else:
-        n = max(1, int(cpus // 4))
-        per = max(1, int(cpus // (2 * n)))
-        enc = dict(size=n, num_cpus=min(1.0, cpus / 2), num_gpus=0.0, threads=per, device="cpu")
-    return {
-        VISUAL: PoolPlan(**enc),
-        AUDIO: PoolPlan(**enc),
-        FINISH: PoolPlan(size=1, num_cpus=0.0, num_gpus=0.0, threads=1, device=enc["device"]),
-    }
 
 
 def _keep_ray_on_loopback() -> None:
@@ -174,6 +149,36 @@ def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, t
 # times: calls that merely arrived while the actor was restarting go through, and a
 # file that kills its worker every time fails after that many tries instead of looping.
 MAX_TASK_RETRIES = 2
+_SPLIT = object()
+
+
+@dataclass
+class _Actor:
+    handle: Any
+    slot: Slot
+    inflight: int = 0
+    calls: int = 0
+    node_ref: Any = None  # where Ray placed it, asked once when it starts
+    started: float = field(default_factory=time.monotonic)
+    last_done: float = field(default_factory=time.monotonic)
+    ended: Optional[float] = None
+
+
+@dataclass
+class _Call:
+    stage: str
+    actor: _Actor
+    batch: list  # (handle, input, media seconds)
+    refs: list
+    t0: float
+    deadline: float
+
+
+def _nodes() -> list[Node]:
+    import ray
+
+    return [Node(n["NodeID"], float(n["Resources"].get("CPU", 0.0)), float(n["Resources"].get("GPU", 0.0)))
+            for n in ray.nodes() if n.get("Alive")]
 
 
 class RayExecutor:
@@ -192,69 +197,278 @@ class RayExecutor:
         self.temp_dir = temp_dir
         self.quiet = quiet
         self._started_ray = False
-        self._queues: dict[str, deque] = {}
-        self._idle: dict[str, list] = {}
-        self._inflight: dict[Any, tuple[int, str, Any]] = {}  # ref -> (handle, kind, actor)
+        self._queues: dict[str, deque] = {n: deque() for n in STAGES}
+        self._actors: dict[str, list[_Actor]] = {n: [] for n in STAGES}
+        self._gone: list[_Actor] = []  # retired, for the pool statistics
+        self._calls: dict[Any, _Call] = {}  # first result ref of a call -> the call
+        self._route: dict[int, tuple[str, int]] = {}  # handle -> (chain, step)
+        self._seconds: dict[int, float] = {}
+        self._alone: set[int] = set()  # handles to send alone (their batch killed its worker)
         self._done: dict[int, Any] = {}
         self._next = 0
-        self._deadline: dict[Any, float] = {}  # ref -> monotonic time when it counts as stuck
-        self._stuck: dict[int, int] = {}  # handles of calls cut off for running too long
+        self._model_ids: dict[str, str] = {}
+        self._busy = {n: 0.0 for n in STAGES}
+        self._media = {n: 0.0 for n in STAGES}
+        self._ncalls = {n: 0 for n in STAGES}
+        self._filled = {n: 0 for n in STAGES}  # items sent, to tell how full batches were
+        self._next_plan = 0.0
+        self._gpu_wait_until = 0.0
+        self._asked_gpus = False
+        self._seen_ids: set[str] = set()
+        self.events: list[tuple[float, str]] = []  # what the planner did, for tests and --debug
+
+    # --- start and plan -------------------------------------------------------------
 
     def start(self, config: Config) -> dict[str, str]:
-        import ray
-
-        from workers.actors import AudioActor, FinishActor, VisualActor
-
+        self._config = config
         if self.call_timeout_s is None:
             self.call_timeout_s = 2 * config.limits.file_timeout_s + 60
         self._started_ray = init_ray(self.address, num_cpus=self.num_cpus, temp_dir=self.temp_dir, quiet=self.quiet)
-        res = ray.cluster_resources()
-        plans = plan_pools(res.get("CPU", 1.0), res.get("GPU", 0.0), self.device)
-        classes = {VISUAL: VisualActor, AUDIO: AudioActor, FINISH: FinishActor}
-        for kind, plan in plans.items():
-            cls = ray.remote(classes[kind]).options(
-                num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=-1, max_task_retries=MAX_TASK_RETRIES,
-            )
-            self._idle[kind] = [cls.remote(config, plan.device, plan.threads) for _ in range(plan.size)]
-            self._queues[kind] = deque()
-        ids = {
-            "vision": ray.get(self._idle[VISUAL][0].model_id.remote()),
-            "asr": ray.get(self._idle[AUDIO][0].model_id.remote()),
-            **ray.get(self._idle[FINISH][0].model_ids.remote()),
-        }
-        return ids
+        self._t0 = time.monotonic()
+        if self.device != "cpu" and not any(n.gpus >= 1 for n in _nodes()):
+            if self.address:  # a cluster's autoscaler starts GPU nodes only when asked
+                self._ask_for_gpus(config.workers.gpus)
+            if config.workers.gpu_wait_s > 0:
+                self._gpu_wait_until = time.monotonic() + config.workers.gpu_wait_s
+                log.info("no GPU in the cluster yet: encoders wait up to %g s for one", config.workers.gpu_wait_s)
+        self._replan(first=True)
+        # ``start`` returns this dict; stages whose actors start later fill it in place
+        return self._model_ids
 
-    def submit(self, kind: str, *args: Any) -> int:
+    def _ask_for_gpus(self, n: int) -> None:
+        if n <= 0:
+            return
+        try:
+            from ray.autoscaler.sdk import request_resources
+
+            request_resources(bundles=[{"GPU": 1}] * n)
+            self._asked_gpus = True
+            self.events.append((time.monotonic(), f"asked the autoscaler for {n} GPU(s)"))
+        except Exception as e:  # a cluster without an autoscaler: nothing to ask
+            log.debug("could not request GPUs: %s", e)
+
+    def _demand(self) -> dict[str, float]:
+        """Seconds of work each stage has left: media seconds still to pass through it
+        times what a media second has cost it so far (its spec's guess until measured)."""
+        left = {n: 0.0 for n in STAGES}
+        for h, (chain, step) in self._route.items():
+            for name in CHAINS[chain][step:]:
+                # an item of no known length still needs its stage: count it as a second
+                left[name] += max(1.0, self._seconds.get(h, 0.0))
+        out = {}
+        for name, spec in STAGES.items():
+            cost = self._busy[name] / self._media[name] if self._media[name] > 0 else spec.weight
+            out[name] = left[name] * cost
+        out["finish"] = 1.0  # one small actor for the whole run
+        return out
+
+    def _replan(self, first: bool = False) -> None:
+        now = time.monotonic()
+        if not first and now < self._next_plan:
+            return
+        self._next_plan = now + self._config.workers.replan_s
+        nodes = _nodes()
+        has_gpu = any(n.gpus >= 1 for n in nodes)
+        waiting = now < self._gpu_wait_until and not has_gpu
+        demand = None if first else self._demand()
+        want = plan(nodes, device=self.device, demand=demand, gpu_stages_wait=waiting)
+        have: dict[tuple, int] = {}
+        for acts in self._actors.values():
+            for a in acts:
+                have[a.slot.key] = have.get(a.slot.key, 0) + 1
+        start, retire = diff(want, have)
+        if not first:
+            start = [s for s in start if self._worth_starting(s, demand)]
+        self._retire(retire, now)
+        if start:
+            self._start(start)
+
+    def _worth_starting(self, slot: Slot, demand: dict[str, float]) -> bool:
+        n = len(self._actors[slot.stage])
+        if n == 0:
+            return demand.get(slot.stage, 0.0) > 0 or bool(self._queues[slot.stage])
+        return demand.get(slot.stage, 0.0) / (n + 1) >= self._config.workers.grow_min_s
+
+    def _start(self, slots: list[Slot]) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from workers.actors import StageActor
+
+        cls = ray.remote(StageActor)
+        new: list[_Actor] = []
+        for s in slots:
+            opts: dict[str, Any] = dict(num_cpus=s.num_cpus, num_gpus=s.num_gpus, max_restarts=-1,
+                                        max_task_retries=MAX_TASK_RETRIES)
+            if STAGES[s.stage].memory_mb:
+                opts["memory"] = STAGES[s.stage].memory_mb * 2 ** 20
+            if s.node_id:  # soft: a restarted actor may go elsewhere when its node is gone
+                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(s.node_id, soft=True)
+            a = _Actor(cls.options(**opts).remote(s.stage, self._config, s.device, s.threads), s)
+            a.node_ref = a.handle.node_id.remote()
+            self._actors[s.stage].append(a)
+            new.append(a)
+        self.events.append((time.monotonic(), "started " + ", ".join(
+            f"{s.stage}@{(s.node_id or 'any')[:8]}/{s.device}" for s in slots)))
+        # actors load their models in parallel; ids are read once per stage, for provenance
+        firsts = {a.slot.stage: a for a in new if a.slot.stage not in self._seen_ids}
+        if firsts:
+            for ids in ray.get([a.handle.model_ids.remote() for a in firsts.values()]):
+                self._model_ids.update(ids)
+            self._seen_ids.update(firsts)
+        for name in {a.slot.stage for a in new}:
+            self._dispatch(name)
+
+    def _retire(self, retire: dict[tuple, int], now: float) -> None:
+        import ray
+
+        keep_s = self._config.workers.gpu_keep_s
+        for key, n in retire.items():
+            stage = key[0]
+            for a in list(self._actors[stage]):
+                if n <= 0:
+                    break
+                if a.slot.key != key or a.inflight:
+                    continue
+                if a.slot.device == "cuda" and now - a.last_done < keep_s:
+                    continue  # a warm GPU pool outlives a lull: reloading its models costs minutes
+                if self._queues[stage] and len(self._actors[stage]) == 1:
+                    continue
+                self._actors[stage].remove(a)
+                a.ended = now
+                self._gone.append(a)
+                ray.kill(a.handle)
+                n -= 1
+                self.events.append((now, f"retired {stage}@{(a.slot.node_id or 'any')[:8]}"))
+
+    # --- moving items -----------------------------------------------------------------
+
+    def submit(self, chain: str, item: Any) -> int:
         h = self._next
         self._next += 1
-        self._queues[kind].append((h, args))
-        self._dispatch(kind)
+        first = CHAINS[chain][0]
+        self._route[h] = (chain, 0)
+        self._seconds[h] = item_seconds(item)
+        self._queues[first].append((h, item, self._seconds[h]))
+        self._dispatch(first)
         return h
 
-    def _dispatch(self, kind: str) -> None:
-        q, idle = self._queues[kind], self._idle[kind]
-        while q and idle:
-            h, args = q.popleft()
-            actor = idle.pop()
-            ref = actor.__call__.remote(*args)
-            self._inflight[ref] = (h, kind, actor)
-            self._deadline[ref] = time.monotonic() + self.call_timeout_s
+    def _backlog_full(self, stage: str) -> bool:
+        """Backpressure: a first stage stops feeding an encoder whose queue holds more
+        than two full batches per actor, so decoded frames never pile up in memory."""
+        for chain in CHAINS.values():
+            if chain[0] == stage and len(chain) > 1:
+                nxt = STAGES[chain[1]]
+                bound = max(4, 2 * nxt.batch * max(1, len(self._actors[nxt.name])))
+                queued = len(self._queues[nxt.name]) + sum(
+                    len(c.batch) for c in self._calls.values() if c.stage == nxt.name)
+                return queued >= bound
+        return False
+
+    def _dispatch(self, stage: str) -> None:
+        spec = STAGES[stage]
+        q = self._queues[stage]
+        while q:
+            ready = [a for a in self._actors[stage] if a.inflight < spec.inflight]
+            if not ready or self._backlog_full(stage):
+                return
+            a = min(ready, key=lambda a: a.inflight)
+            if q[0][0] in self._alone:
+                batch = [q.popleft()]
+            else:
+                full = len(q) >= spec.batch or (spec.batch_s and sum(x[2] for x in q) >= spec.batch_s)
+                if not full and a.inflight and spec.batch > 1:
+                    return  # wait for a fuller batch while this actor is busy anyway
+                batch = take_batch(spec, q)
+            self._send(stage, a, batch)
+
+    def _send(self, stage: str, a: _Actor, batch: list) -> None:
+        refs = a.handle.process.options(num_returns=len(batch)).remote([x for _, x, _ in batch])
+        refs = [refs] if len(batch) == 1 else list(refs)
+        now = time.monotonic()
+        # a call queued behind others at its actor starts its clock when it can start
+        self._calls[refs[0]] = _Call(stage, a, batch, refs, now, now + self.call_timeout_s * (a.inflight + 1))
+        a.inflight += 1
+        self._ncalls[stage] += 1
+        self._filled[stage] += len(batch)
 
     def wait(self, timeout: float) -> list[int]:
         import ray
 
-        if not self._inflight:
+        self._replan()
+        for name in STAGES:
+            self._dispatch(name)
+        if not self._calls:
+            if any(self._queues.values()):
+                time.sleep(min(timeout, 0.2))  # waiting for actors (a GPU, a node) to come up
             return []
-        ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=timeout)
-        out = []
+        refs = list(self._calls)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        out: list[int] = []
         for ref in ready:
-            self._deadline.pop(ref, None)
-            h, kind, actor = self._inflight.pop(ref)
-            self._done[h] = (ref, kind)
-            self._idle[kind].append(actor)
-            self._dispatch(kind)
-            out.append(h)
+            out += self._complete(self._calls.pop(ref))
         return out + self._cut_off_stuck()
+
+    def _complete(self, call: _Call) -> list[int]:
+        now = time.monotonic()
+        a = call.actor
+        a.inflight -= 1
+        a.calls += 1
+        self._busy[call.stage] += now - max(call.t0, a.last_done)
+        a.last_done = now
+        for c in self._calls.values():
+            if c.actor is a:
+                c.deadline = min(c.deadline, now + self.call_timeout_s)
+        done = []
+        nexts = set()
+        for (h, item, secs), ref in zip(call.batch, call.refs):
+            self._media[call.stage] += secs
+            chain, step = self._route[h]
+            stages = CHAINS[chain]
+            if step + 1 < len(stages):
+                from workers.actors import Upstream
+
+                self._route[h] = (chain, step + 1)
+                self._queues[stages[step + 1]].append((h, Upstream(call.stage, ref), secs))
+                nexts.add(stages[step + 1])
+                continue
+            value = self._fetch(call, ref)
+            if value is _SPLIT:
+                self._alone.add(h)
+                self._queues[call.stage].appendleft((h, item, secs))
+                continue
+            self._finish(h, value)
+            done.append(h)
+        for name in (*nexts, call.stage):
+            self._dispatch(name)
+        return done
+
+    def _finish(self, h: int, value: Any) -> None:
+        self._route.pop(h, None)
+        self._seconds.pop(h, None)
+        self._alone.discard(h)
+        self._done[h] = value
+
+    def _fetch(self, call: _Call, ref: Any) -> Any:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+        spec = STAGES[call.stage]
+        try:
+            return ray.get(ref)
+        except RayTaskError as e:
+            log.debug("%s stage failed in a worker:\n%s", call.stage, e)  # the remote traceback, for --debug
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            return cause if isinstance(cause, VidanError) else VidanError(
+                spec.report_stage, f"{type(cause).__name__}: {cause}")
+        except (RayActorError, WorkerCrashedError) as e:
+            log.debug("%s worker died:\n%s", call.stage, e)
+            if len(call.batch) > 1:
+                return _SPLIT  # one of them kills the worker: send each alone to find which
+            # The actor died (native crash, out of memory); Ray restarts it for the next file.
+            return VidanError(spec.report_stage, f"worker process died: {str(e).splitlines()[0]}")
 
     def _cut_off_stuck(self) -> list[int]:
         """Fail the calls that ran past ``call_timeout_s``: cancel each (so Ray does not
@@ -263,52 +477,79 @@ class RayExecutor:
 
         now = time.monotonic()
         out = []
-        for ref in [r for r, d in self._deadline.items() if now > d]:
-            h, kind, actor = self._inflight.pop(ref)
-            del self._deadline[ref]
-            log.warning("%s call ran past %g s: cancelled, worker restarted", kind, self.call_timeout_s)
-            ray.cancel(ref)
-            ray.kill(actor, no_restart=False)
-            self._stuck[h] = 1
-            self._done[h] = (ref, kind)
-            self._idle[kind].append(actor)  # calls sent to it now wait for the restart
-            self._dispatch(kind)
-            out.append(h)
+        for ref in [r for r, c in self._calls.items() if now > c.deadline]:
+            call = self._calls.pop(ref)
+            log.warning("%s call ran past %g s: cancelled, worker restarted", call.stage, self.call_timeout_s)
+            for r in call.refs:
+                ray.cancel(r)
+            ray.kill(call.actor.handle, no_restart=False)
+            call.actor.inflight -= 1
+            stage = STAGES[call.stage].report_stage
+            for h, _, _ in call.batch:
+                self._finish(h, VidanError(stage, f"timed out: still running after {self.call_timeout_s:g} s; "
+                                                  "the call was cancelled and its worker restarted"))
+                out.append(h)
+            self._dispatch(call.stage)
         return out
 
     def result(self, handle: int) -> Any:
-        import ray
-        from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+        value = self._done.pop(handle)
+        if isinstance(value, VidanError):
+            raise value
+        if isinstance(value, BaseException):
+            raise VidanError("fuse", f"{type(value).__name__}: {value}")
+        return value
 
-        ref, kind = self._done.pop(handle)
-        stage = STAGE_OF_KIND[kind]
-        if self._stuck.pop(handle, 0):
-            raise VidanError(stage, f"timed out: still running after {self.call_timeout_s:g} s; "
-                                    "the call was cancelled and its worker restarted")
-        try:
-            return ray.get(ref)
-        except RayTaskError as e:
-            log.debug("%s stage failed in a worker:\n%s", kind, e)  # the remote traceback, for --debug
-            cause = e.cause if getattr(e, "cause", None) is not None else e
-            if isinstance(cause, VidanError):
-                raise cause from None
-            raise VidanError(stage, f"{type(cause).__name__}: {cause}") from None
-        except (RayActorError, WorkerCrashedError) as e:
-            log.debug("%s worker died:\n%s", kind, e)
-            # The actor died (native crash, out of memory); Ray restarts it for the next file.
-            raise VidanError(stage, f"worker process died: {str(e).splitlines()[0]}") from None
+    # --- what it did ------------------------------------------------------------------
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per stage: actors now and ever started, calls, mean batch, busy seconds, and
+        how busy the pool was (busy seconds over the seconds its actors existed)."""
+        now = time.monotonic()
+        out = {}
+        for name in STAGES:
+            acts = self._actors[name] + [a for a in self._gone if a.slot.stage == name]
+            alive_s = sum((a.ended or now) - a.started for a in acts)
+            out[name] = {
+                "actors": len(self._actors[name]), "started": len(acts), "calls": self._ncalls[name],
+                "mean_batch": round(self._filled[name] / self._ncalls[name], 2) if self._ncalls[name] else 0.0,
+                "busy_s": round(self._busy[name], 3),
+                "busy": round(self._busy[name] / alive_s, 3) if alive_s > 0 else 0.0,
+                "calls_by_node": self._calls_by_node(acts),
+            }
+        return out
+
+    @staticmethod
+    def _calls_by_node(acts: list[_Actor]) -> dict[str, int]:
+        """Calls each node's actors of one stage completed (where Ray really placed them)."""
+        import ray
+
+        out: dict[str, int] = {}
+        for a in acts:
+            try:
+                node = ray.get(a.node_ref, timeout=5) if a.node_ref is not None else "?"
+            except Exception:  # an actor that never came up, or died with its node
+                node = a.slot.node_id or "?"
+            out[node] = out.get(node, 0) + a.calls
+        return out
 
     def shutdown(self) -> None:
         import ray
 
         if not ray.is_initialized():
             return
-        for actors in self._idle.values():
-            for a in actors:
-                ray.kill(a)
-        for _, _, a in self._inflight.values():
-            ray.kill(a)
-        self._idle.clear()
-        self._inflight.clear()
+        if self._asked_gpus:
+            try:
+                from ray.autoscaler.sdk import request_resources
+
+                request_resources(bundles=[])
+            except Exception:
+                pass
+        for acts in self._actors.values():
+            for a in acts:
+                ray.kill(a.handle)
+        for acts in self._actors.values():
+            acts.clear()
+        self._calls.clear()
         if self._started_ray:
             ray.shutdown()

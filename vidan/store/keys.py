@@ -23,7 +23,7 @@ from vidan.config import Config
 
 # Bump when vidan's own code changes results for the same config and models: every
 # video is then analysed again on its next run.
-ANALYSIS_VERSION = 2
+ANALYSIS_VERSION = 3
 _READ = 1 << 20
 
 
@@ -88,6 +88,7 @@ def analysis_inputs(config: Config, device_cls: str) -> dict[str, Any]:
     # resource bounds, not results; part length does change results and stays
     d["limits"] = {"part_s": d["limits"]["part_s"]}
     d.pop("commit")  # when rows are committed, not what they hold
+    d.pop("workers")  # where stages run, not what they find
     model = config.asr.model
     if os.path.isabs(model) or os.path.exists(model):
         model = os.path.abspath(model)

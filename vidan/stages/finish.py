@@ -1,0 +1,45 @@
+"""Finish stage: a video's part results -> segment rows with embeddings and tags."""
+
+from __future__ import annotations
+
+import time
+
+from vidan.config import Config
+
+
+class FinishStage:
+    def __init__(self, config: Config, device: str = "auto", threads: int = 0):
+        from vidan.labels import label_bank
+        from vidan.models.device import pick_device
+        from vidan.models.text import load_text_encoder
+        from vidan.models.vision import imagenet_labels
+        from vidan.tags import class_embeddings, load_taxonomy
+
+        self.config = config
+        self.device = pick_device(device)
+        self.text = load_text_encoder(self.device)
+        self.labels = imagenet_labels()
+        self.label_emb = label_bank(self.text, self.labels)
+        self.taxonomy = load_taxonomy(config.tags.taxonomy)
+        self.class_emb = class_embeddings(self.taxonomy, self.text.encode)
+        self.model_id = self.text.model_id
+        self.event_labels = None
+        if config.detect.sound_events:
+            from vidan.models.sound_events import yamnet_labels
+
+            self.event_labels = list(yamnet_labels())
+
+    def model_ids(self) -> dict[str, str]:
+        return {"text": self.model_id, "taxonomy": self.taxonomy.id}
+
+    def process(self, jobs: list) -> list:
+        return [self._one(job) for job in jobs]
+
+    def _one(self, job):
+        from vidan.assemble import gather
+        from vidan.rows import segment_rows
+
+        t0 = time.perf_counter()
+        feats = gather(job.parts, self.config)
+        rows = segment_rows(job.video_id, job.path, feats, self, job.provenance)
+        return rows, time.perf_counter() - t0

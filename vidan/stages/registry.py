@@ -1,0 +1,127 @@
+"""What each stage is: what it takes and gives, what it needs, how it is batched.
+
+The driver, both executors and the pool planner are generic over ``STAGES`` and
+``CHAINS``: adding a stage is one module in ``vidan/stages/`` and one entry here.
+
+A stage is a class built as ``cls(config, device=..., threads=...)`` that loads its
+models once, answers ``model_ids()``, and runs ``process(items) -> results``: one
+result per item, in order, each a value or a ``VidanError`` for that item alone.
+``call_stage`` is the one place that turns whatever else goes wrong into such errors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from vidan.records import STAGE_ASR, STAGE_AUDIO, STAGE_DECODE, STAGE_FUSE, STAGE_VISION, VidanError
+
+log = logging.getLogger("vidan")
+
+# Pools are sized by: "cores" (as many actors as free cores allow, split by measured
+# demand), "gpu" (one actor per GPU when the cluster has GPUs, else like "cores"),
+# "one" (a single small actor).
+CORES, GPU, ONE = "cores", "gpu", "one"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    factory: str  # "module:Class", imported where the stage runs
+    report_stage: str  # the report's error_stage when a call fails without saying more
+    takes: str
+    gives: str
+    scale: str = CORES
+    cpus: float = 1.0  # cores one actor keeps busy
+    gpus: float = 0.0  # share of one GPU an actor asks for, on a cluster with GPUs
+    memory_mb: int = 0  # heap one actor needs beyond its models (0: no reservation)
+    batch: int = 1  # items per call: encoders take parts of many videos at once
+    batch_s: float = 0.0  # ...and at most this many seconds of media a call (0: no limit)
+    inflight: int = 1  # calls queued at one actor, so the next batch is there when one ends
+    weight: float = 0.1  # core-seconds a second of media costs it, until measured
+
+    def load(self):
+        module, _, cls = self.factory.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+DECODE = StageSpec("decode", "vidan.stages.decode:DecodeStage", STAGE_DECODE, "PartJob", "DecodedPart",
+                   cpus=1.0, memory_mb=1024, inflight=2, weight=0.1)
+VISION = StageSpec("vision", "vidan.stages.vision:VisionStage", STAGE_VISION, "DecodedPart", "FramePart",
+                   scale=GPU, cpus=1.0, gpus=0.25, batch=16, batch_s=300.0, inflight=2, weight=0.06)
+AUDIO = StageSpec("audio", "vidan.stages.audio:AudioStage", STAGE_AUDIO, "PartJob", "HeardPart",
+                  cpus=1.0, memory_mb=512, inflight=2, weight=0.04)
+ASR = StageSpec("asr", "vidan.stages.asr:AsrStage", STAGE_ASR, "HeardPart", "AudioPart",
+                scale=GPU, cpus=1.0, gpus=0.5, batch=8, batch_s=300.0, inflight=2, weight=0.15)
+FINISH = StageSpec("finish", "vidan.stages.finish:FinishStage", STAGE_FUSE, "FinishJob", "rows",
+                   scale=ONE, cpus=0.0, inflight=2)
+
+STAGES: dict[str, StageSpec] = {s.name: s for s in (DECODE, VISION, AUDIO, ASR, FINISH)}
+
+# What the driver submits: each chain's item goes through its stages in order, and only
+# the last stage's result comes back to the driver.
+VISUAL_CHAIN, AUDIO_CHAIN, FINISH_CHAIN = "visual", "audio", "finish"
+CHAINS: dict[str, tuple[str, ...]] = {
+    VISUAL_CHAIN: ("decode", "vision"),
+    AUDIO_CHAIN: ("audio", "asr"),
+    FINISH_CHAIN: ("finish",),
+}
+
+
+def item_seconds(item: Any) -> float:
+    """Seconds of media an item carries (what a batch is bounded by)."""
+    span = getattr(item, "span", None)
+    return span.duration_s if span is not None else 0.0
+
+
+def take_batch(spec: StageSpec, queue, seconds=item_seconds) -> list:
+    """Pop the next batch off ``queue`` (a deque of (handle, item, seconds)): up to
+    ``spec.batch`` items and ``spec.batch_s`` seconds of media, at least one item."""
+    out, total = [], 0.0
+    while queue and len(out) < spec.batch:
+        s = queue[0][2]
+        if out and spec.batch_s and total + s > spec.batch_s:
+            break
+        out.append(queue.popleft())
+        total += s
+    return out
+
+
+def model_ids(stages: dict[str, Any]) -> dict[str, str]:
+    """Every loaded stage's model ids, for each report row's provenance."""
+    out: dict[str, str] = {}
+    for name in STAGES:
+        if name in stages:
+            out.update(stages[name].model_ids())
+    return out
+
+
+def failure(spec: StageSpec, e: BaseException) -> VidanError:
+    if isinstance(e, VidanError):
+        return e
+    return VidanError(spec.report_stage, f"{type(e).__name__}: {e}")
+
+
+def call_stage(stage: Any, spec: StageSpec, items: Sequence[Any]) -> list[Any]:
+    """Run one call of a stage over ``items``. An item that is already an error (its
+    previous stage failed) passes through untouched. When a batched call fails as a
+    whole, its items are run one by one, so one bad item fails alone."""
+    out: list[Any] = list(items)
+    live = [i for i, x in enumerate(items) if not isinstance(x, BaseException)]
+    if not live:
+        return out
+    try:
+        results = stage.process([items[i] for i in live])
+        if len(results) != len(live):
+            raise RuntimeError(f"{spec.name} gave {len(results)} results for {len(live)} items")
+    except Exception as e:
+        if len(live) == 1:
+            log.debug("stage %s failed", spec.name, exc_info=True)
+            results = [failure(spec, e)]
+        else:
+            results = [call_stage(stage, spec, [items[i]])[0] for i in live]
+    for i, r in zip(live, results):
+        out[i] = failure(spec, r) if isinstance(r, BaseException) else r
+    return out
