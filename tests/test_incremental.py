@@ -173,6 +173,8 @@ def test_vidan_tag_retags_from_stored_embeddings_without_the_videos(tmp_path, cl
     before = vidan.load_report(out).segments
     tax = tmp_path / "tax.yaml"
     tax.write_text(TAXONOMY)
+    fresh = tmp_path / "fresh"  # what analysing with the new taxonomy from the start gives
+    _analyze(videos, fresh, config=FAST.replace(tags={"taxonomy": str(tax)}))
     shutil.rmtree(videos)  # no video can be opened: tags must come from the report alone
     r = subprocess.run([sys.executable, "-m", "vidan", "tag", "--reports", str(out), "--taxonomy", str(tax)],
                        capture_output=True, text=True, timeout=300)
@@ -186,6 +188,14 @@ def test_vidan_tag_retags_from_stored_embeddings_without_the_videos(tmp_path, cl
         return {t["label"] for tags in rows.tags for t in tags if t["kind"] == "classification"}
 
     assert classes(after, "c0.mp4") == {"spaceflight"} and classes(after, "c1.mp4") == {"hot drinks"}
+
+    def scored(df):
+        df = df.sort_values(["path", "segment_index"])
+        return [[(t["label"], round(t["score"], 4)) for t in tags if t["kind"] == "classification"]
+                for tags in df.tags]
+
+    # re-tagging weighs the evidence each row stored exactly as analysis weighs it
+    assert scored(after) == scored(vidan.load_report(fresh).segments)
     assert not classes(before, "c0.mp4") & {"spaceflight", "hot drinks"}
     # everything but the classification tags is as it was
     assert np.allclose(np.stack(after.sort_values(["path", "segment_index"]).embedding),

@@ -312,3 +312,11 @@ def test_word_error_rate():
     assert word_error_rate("It's fine.", "it's fine") == 0.0
     assert word_error_rate("", "") == 0.0 and word_error_rate("", "x") == 1.0
     assert word_error_rate("a b", "") == 1.0
+
+
+def test_imagenet_labels_are_torchvisions_in_model_order():
+    from torchvision.models import ResNet50_Weights
+
+    from vidan.models.vision import imagenet_labels
+
+    assert imagenet_labels() == list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])

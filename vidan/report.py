@@ -46,6 +46,11 @@ CUT = pa.struct([
     pa.field("score", pa.float32()),
 ])
 LABEL = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
+CUE = pa.struct([
+    pa.field("kind", pa.string()),  # "frames" | "text" (the row's vectors) | "phrase" (a detector or sound phrase)
+    pa.field("phrase", pa.string()),
+    pa.field("weight", pa.float32()),
+])
 BOX = pa.struct([
     pa.field("kind", pa.string()),  # face | person
     pa.field("x0", pa.float32()),  # corners as fractions of the frame's width and height
@@ -67,7 +72,7 @@ def _emb(dim: int) -> pa.DataType:
 
 
 # Bumped when the report's columns change; part of every analysis key.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 PROVENANCE = [
     pa.field("config_hash", pa.string(), nullable=False),
@@ -148,6 +153,8 @@ SEGMENTS_SCHEMA = pa.schema([
     pa.field("embedding", _emb(EMBED_DIM)),  # fused, L2-normalised; null when no modality was present
     pa.field("visual_embedding", _emb(EMBED_DIM)),
     pa.field("visual_confidence", pa.float32()),  # how sure the classifier was (ConSE), 0..1
+    pa.field("frames_embedding", _emb(EMBED_DIM)),  # the classifier's reading alone (ConSE)
+    pa.field("cues", pa.list_(CUE)),  # the evidence classification weighed: re-tagging reads it back
     pa.field("text_embedding", _emb(EMBED_DIM)),
     pa.field("audio_embedding", _emb(AUDIO_EMBED_DIM)),
     *PROVENANCE,

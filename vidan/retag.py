@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vidan.report import EMBED_DIM, TAG
+from vidan.tags import FRAMES_CUE, PHRASE_CUE, TEXT_CUE, CueTable, classify_many
 
 log = logging.getLogger("vidan")
 READ_AHEAD_BYTES = 1 << 30  # on-disk bytes of groups read while the taxonomy is embedded
@@ -34,19 +35,53 @@ def _embeddings(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return emb, present
 
 
+def stored_cues(segments: pa.Table) -> CueTable:
+    """The evidence each row stored (``cues``, ``frames_embedding``, ``text_embedding``),
+    as a ``CueTable``, without a Python loop per row."""
+    n = segments.num_rows
+    frames, _ = _embeddings(segments.column("frames_embedding"))
+    text, _ = _embeddings(segments.column("text_embedding"))
+    cues = segments.column("cues").combine_chunks()
+    off = np.asarray(cues.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    vals = cues.values.slice(int(off[0]), int(off[-1] - off[0]))
+    row = np.repeat(np.arange(n), np.diff(off))
+    kind = np.asarray(vals.field("kind").to_numpy(zero_copy_only=False), dtype=object)
+    weight = np.asarray(vals.field("weight").fill_null(0).to_numpy(zero_copy_only=False), dtype=np.float64)
+    frames_w = np.bincount(row[kind == FRAMES_CUE], weights=weight[kind == FRAMES_CUE], minlength=n)
+    text_w = np.bincount(row[kind == TEXT_CUE], weights=weight[kind == TEXT_CUE], minlength=n)
+    is_phrase = kind == PHRASE_CUE
+    names = np.asarray(vals.field("phrase").to_numpy(zero_copy_only=False), dtype=object)[is_phrase]
+    phrases, col = np.unique(names.astype(str), return_inverse=True) if len(names) else (np.array([]), np.array([]))
+    phrase_w = np.zeros((n, len(phrases)), np.float32)
+    np.add.at(phrase_w, (row[is_phrase], col), weight[is_phrase])
+    return CueTable(frames, frames_w.astype(np.float32), text, text_w.astype(np.float32), list(phrases), phrase_w)
+
+
 def retag_segments(segments: pa.Table, class_emb: np.ndarray, labels: Sequence[str], *, threshold: float,
-                   top_k: int, tag_key: str, taxonomy_id: str) -> pa.Table:
+                   top_k: int, tag_key: str, taxonomy_id: str, evidence=None) -> pa.Table:
     """``segments`` with classification tags from ``class_emb``, first, as during analysis;
-    the other tags kept in their order. Vectorised over Arrow buffers: no Python loop per row."""
+    the other tags kept in their order. Vectorised over Arrow buffers: no Python loop per row.
+
+    ``evidence(phrases) -> (phrase embeddings, visual baseline)``: what scoring the stored
+    cues needs beside the class embeddings (``Evidence``). Rows written before cues were
+    stored are scored by their fused embedding, as analysis did then.
+    """
     n = segments.num_rows
     if n == 0:
         return segments
-    emb, present = _embeddings(segments.column("embedding"))
-    scores = emb @ class_emb.T.astype(np.float32)
-    k = min(top_k, scores.shape[1])
-    top = np.argsort(-scores, axis=1)[:, :k]
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    chosen = (top_scores >= threshold) & present[:, None]  # best first, so a prefix of each row
+    if evidence is not None and "cues" in segments.column_names and segments.column("cues").null_count < n:
+        table = stored_cues(segments)
+        phrase_emb, baseline = evidence(table.phrases, class_emb)
+        top, top_scores, chosen = classify_many(table, phrase_emb, class_emb, baseline, threshold=threshold,
+                                                top_k=top_k)
+    else:
+        emb, present = _embeddings(segments.column("embedding"))
+        scores = emb @ class_emb.T.astype(np.float32)
+        k = min(top_k, scores.shape[1])
+        top = np.argsort(-scores, axis=1)[:, :k]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        chosen = (top_scores >= threshold) & present[:, None]  # best first, so a prefix of each row
+    n_new = chosen.sum(axis=1)
     n_new = chosen.sum(axis=1)
     new_vals = pa.StructArray.from_arrays(
         [pa.array(np.asarray(labels, dtype=object)[top[chosen]], pa.string()),
@@ -99,8 +134,68 @@ def _provenance(t: pa.Table, tag_key: str, taxonomy_id: str) -> pa.Table:
     return t
 
 
+class Evidence:
+    """Embeddings of the detector and sound phrases, and the classes' baseline over the
+    image labels: computed once per run with the numpy MiniLM, cached on disk."""
+
+    def __init__(self):
+        self._phrases: dict[str, np.ndarray] = {}
+        self._label_mean: Optional[np.ndarray] = None
+        self._encoder = None
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self._encoder is None:
+            from vidan.models.text_fast import load_fast_text_encoder
+
+            self._encoder = load_fast_text_encoder()
+        return self._encoder.encode(texts)
+
+    def __call__(self, phrases: Sequence[str], class_emb: np.ndarray):
+        todo = [p for p in phrases if p not in self._phrases]
+        if todo:
+            self._phrases.update(zip(todo, self._encode(list(todo))))
+        if self._label_mean is None:
+            from vidan.labels import label_bank
+            from vidan.models.vision import imagenet_labels
+
+            # the mean over the labels' cosines is the cosine with the labels' mean vector
+            self._label_mean = label_bank(_LazyEncoder(self), imagenet_labels()).mean(axis=0)
+        emb = (np.stack([self._phrases[p] for p in phrases]) if len(phrases)
+               else np.zeros((0, class_emb.shape[1]), np.float32))
+        return emb, np.asarray(class_emb, np.float32) @ self._label_mean.astype(np.float32)
+
+
+class _LazyEncoder:
+    """What ``label_bank`` asks of an encoder; the model loads only on a cache miss."""
+
+    def __init__(self, owner: Evidence):
+        from vidan.models.text import DIST, MODEL_NAME
+
+        import importlib.metadata
+
+        self.owner = owner
+        self.model_id = f"{MODEL_NAME}@{DIST}=={importlib.metadata.version(DIST)}"
+        self.dim = EMBED_DIM
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.owner._encode(texts)
+
+
 def retag_videos(videos: pa.Table, tag_key: str, taxonomy_id: str) -> pa.Table:
     return _provenance(videos, tag_key, taxonomy_id) if videos.num_rows else videos
+
+
+class _Locked:
+    """Two groups are re-tagged at once: one of them embeds, the other waits."""
+
+    def __init__(self, fn):
+        import threading
+
+        self.fn, self.lock = fn, threading.Lock()
+
+    def __call__(self, *args):
+        with self.lock:
+            return self.fn(*args)
 
 
 def _cache_name(taxonomy) -> str:
@@ -173,6 +268,7 @@ def retag_report(store, config, tag_key: str, *, committer=None, device: str = "
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vidan-retag")
     waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidan-taxonomy")
     class_emb = waiter.submit(_embed_elsewhere, config.tags.taxonomy, tax, device)
+    evidence = _Locked(Evidence())
 
     def read(g):
         vt = store._read_files([g.videos], DATASETS["videos"])
@@ -191,7 +287,7 @@ def retag_report(store, config, tag_key: str, *, committer=None, device: str = "
     def redo(g):
         vt, st = ahead.pop(g.id).result() if g.id in ahead else read(g)
         st = retag_segments(st, class_emb.result(), tax.labels, threshold=config.tags.threshold,
-                            top_k=config.tags.top_k, tag_key=tag_key, taxonomy_id=tax.id)
+                            top_k=config.tags.top_k, tag_key=tag_key, taxonomy_id=tax.id, evidence=evidence)
         # tags are all that changed: the rows, their order and embeddings are the sidecar's
         return store.write_group(retag_videos(vt, tag_key, tax.id), st, tag, index=g.index)
 

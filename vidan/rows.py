@@ -14,9 +14,10 @@ from vidan.assemble import SegmentFeatures
 from vidan.fusion import SOUND_WEIGHT, conse, describe, fuse
 from vidan.records import FAILED, MediaInfo
 from vidan.report import display_path
-from vidan.tags import (EVENT_GROUPS, EVENT_MIN, Cue, audio_tags, class_baseline, classify_cues, event_groups,
-                        keywords, label_keywords, language_tag, person_phrases, person_tags, text_weight,
-                        visual_labels)
+from vidan.report import EMBED_DIM
+from vidan.tags import (EVENT_GROUPS, EVENT_MIN, FRAMES_CUE, PHRASE_CUE, TEXT_CUE, Tag, audio_tags, class_baseline,
+                        classify_many, cue_table, event_groups, keywords, label_keywords, language_tag,
+                        person_phrases, person_tags, text_weight, visual_labels)
 
 # Sentence embeddings of the fixed phrases (detectors, sound groups), per text model.
 _PHRASES: dict[tuple[str, str], np.ndarray] = {}
@@ -50,10 +51,26 @@ def segment_rows(video_id: str, path: str, feats: Sequence[SegmentFeatures], mod
     phrases = _phrase_vectors(models.text, {p for det, _ in seen for p, _ in det}
                               | {EVENT_GROUPS[g][0] for _, groups in seen for g in groups})
     vw, tw = 2 * cfg.fusion.visual_weight, 2 * cfg.fusion.text_weight  # 1 each by default
+    # each segment's evidence for classification, stored in its row (re-tagging reads it back)
+    readings = [conse(f.mean_probs, models.label_emb) if f.mean_probs is not None else (None, None) for f in feats]
+    cue_rows = []
+    for i, f in enumerate(feats):
+        det, groups = seen[i]
+        heard = [(EVENT_GROUPS[g][0], s) for g, s in groups.items() if g != "speech" and s >= EVENT_MIN]
+        cue_rows.append([{"kind": FRAMES_CUE, "phrase": None, "weight": float((readings[i][1] or 0.0) * vw)},
+                         *({"kind": PHRASE_CUE, "phrase": p, "weight": float(w * vw)} for p, w in det),
+                         {"kind": TEXT_CUE, "phrase": None, "weight": float(text_weight(f.transcript) * tw)},
+                         *({"kind": PHRASE_CUE, "phrase": p, "weight": float(s)} for p, s in heard)])
+    dim = models.class_emb.shape[1] if len(models.class_emb) else EMBED_DIM
+    table = cue_table(cue_rows, [readings[i][0] for i in range(len(feats))], [text_emb.get(i) for i in range(len(feats))],
+                      dim)
+    top, scores, chosen = classify_many(table, np.stack([phrases[p] for p in table.phrases]) if table.phrases
+                                        else np.zeros((0, dim), np.float32), models.class_emb, baseline,
+                                        threshold=cfg.tags.threshold, top_k=cfg.tags.top_k)
     rows = []
     for i, f in enumerate(feats):
         det, groups = seen[i]
-        conse_v, visual_conf = conse(f.mean_probs, models.label_emb) if f.mean_probs is not None else (None, None)
+        conse_v, visual_conf = readings[i]
         # the visual description: what the classifier saw, and the people and faces found
         visual = describe([(conse_v, visual_conf or 0.0)] + [(phrases[p], w) for p, w in det if w > 0])
         heard = [(EVENT_GROUPS[g][0], s) for g, s in groups.items() if g != "speech" and s >= EVENT_MIN]
@@ -61,16 +78,12 @@ def segment_rows(video_id: str, path: str, feats: Sequence[SegmentFeatures], mod
         fused = fuse({"visual": visual, "text": text_emb.get(i), "sounds": sounds},
                      {"visual": cfg.fusion.visual_weight, "text": cfg.fusion.text_weight, "sounds": SOUND_WEIGHT})
         has_any = any(fused.present.values())
-        cues = [Cue(conse_v, (visual_conf or 0.0) * vw, "visual", against_labels=True),
-                *(Cue(phrases[p], w * vw, "visual") for p, w in det),
-                Cue(text_emb.get(i), text_weight(f.transcript) * tw, "text"),
-                *(Cue(phrases[p], s, "audio") for p, s in heard)]
         vis = visual_labels(f.mean_probs, models.labels, top_k=cfg.tags.visual_top_k, min_score=cfg.tags.visual_min_score)
         who = person_tags(f.person, f.n_faces)
         kw = keywords(f.transcript, cfg.tags.keywords)
         tags = [
-            *classify_cues(cues, models.class_emb, models.taxonomy.labels, visual_baseline=baseline,
-                           threshold=cfg.tags.threshold, top_k=cfg.tags.top_k),
+            *(Tag(models.taxonomy.labels[c], float(sc), "fused", "classification")
+              for c, sc, ok in zip(top[i], scores[i], chosen[i]) if ok),
             *who,
             *vis,
             *audio_tags(f.speech_ratio, f.loudness_db, groups or None),
@@ -114,6 +127,8 @@ def segment_rows(video_id: str, path: str, feats: Sequence[SegmentFeatures], mod
             "text_weight": fused.weights["text"],
             "embedding": _vec(fused.embedding) if has_any else None,
             "visual_embedding": _vec(visual),  # the classifier's reading and the detectors', together
+            "frames_embedding": _vec(conse_v),  # the classifier's reading alone (ConSE)
+            "cues": cue_rows[i],
             "visual_confidence": visual_conf,
             "text_embedding": _vec(text_emb.get(i)),
             "audio_embedding": _vec(f.acoustic),

@@ -397,3 +397,85 @@ def event_groups(mean_scores: Optional[np.ndarray], event_labels: Optional[Seque
         if idx:
             out[tag] = float(scores[idx].max())
     return out
+
+
+# --- classification from stored cues -------------------------------------------------
+# Analysis and re-tagging score classes with this one function, from what each segment
+# row stores (``frames_embedding``, ``text_embedding`` and the ``cues`` column), so
+# ``vidan tag`` gives exactly the tags a fresh analysis would.
+
+FRAMES_CUE, TEXT_CUE, PHRASE_CUE = "frames", "text", "phrase"
+
+
+@dataclass
+class CueTable:
+    """The evidence of N segments: the frames' ConSE vector and the transcript's vector
+    with their weights, and weighted phrases (detectors, sound events)."""
+
+    frames: np.ndarray  # (N, D)
+    frames_w: np.ndarray  # (N,)
+    text: np.ndarray  # (N, D)
+    text_w: np.ndarray  # (N,)
+    phrases: list[str]  # (P,)
+    phrase_w: np.ndarray  # (N, P)
+
+
+def classify_many(cues: CueTable, phrase_emb: np.ndarray, class_emb: np.ndarray, visual_baseline: np.ndarray, *,
+                  threshold: float, top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Classification of N segments at once, as ``classify_cues`` scores one: each cue's
+    cosine with each class above that class's baseline, times its weight, summed.
+
+    Returns (class index (N, k), score (N, k), chosen (N, k)); each row's chosen classes
+    are a prefix, best first.
+    """
+    C = np.asarray(class_emb, np.float32)
+    n, k = len(cues.frames_w), min(top_k, len(C))
+    if n == 0 or k == 0:
+        return np.zeros((n, k), np.int64), np.zeros((n, k), np.float32), np.zeros((n, k), bool)
+
+    def centred(s: np.ndarray) -> np.ndarray:
+        return s - s.mean(axis=-1, keepdims=True) if s.shape[-1] > 2 else s
+
+    def live(v: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return np.where(np.any(v != 0, axis=1), w, 0.0).astype(np.float32)
+
+    ev = live(cues.frames, cues.frames_w)[:, None] * (cues.frames @ C.T - np.asarray(visual_baseline, np.float32))
+    ev += live(cues.text, cues.text_w)[:, None] * centred(cues.text @ C.T)
+    if len(cues.phrases):
+        sp = centred(np.asarray(phrase_emb, np.float32) @ C.T)  # (P, K)
+        w = cues.phrase_w.astype(np.float32)
+        # evidence against (a negative weight): the classes it is about lose, the others gain nothing
+        ev += np.maximum(w, 0) @ sp + np.minimum(w, 0) @ np.maximum(sp, 0)
+    top = np.argsort(-ev, axis=1, kind="stable")[:, :k]
+    e = np.take_along_axis(ev, top, axis=1)
+    score = np.where(e > 0, e / (e + EVIDENCE_HALF), 0.0).astype(np.float32)
+    ok = (score >= threshold) & (e >= SECOND_CLASS_SHARE * e[:, :1])
+    return top, score, np.cumprod(ok, axis=1).astype(bool)
+
+
+def cue_table(cue_rows: Sequence[Sequence[dict]], frames: Sequence[Optional[np.ndarray]],
+              texts: Sequence[Optional[np.ndarray]], dim: int) -> CueTable:
+    """A ``CueTable`` from each segment's stored ``cues`` (kind, phrase, weight) and its
+    frames and transcript vectors (None where absent)."""
+    n = len(cue_rows)
+    phrases = sorted({c["phrase"] for row in cue_rows for c in row if c["kind"] == PHRASE_CUE})
+    col = {p: j for j, p in enumerate(phrases)}
+    frames_w, text_w = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    phrase_w = np.zeros((n, len(phrases)), np.float32)
+    for i, row in enumerate(cue_rows):
+        for c in row:
+            if c["kind"] == FRAMES_CUE:
+                frames_w[i] += c["weight"]
+            elif c["kind"] == TEXT_CUE:
+                text_w[i] += c["weight"]
+            else:
+                phrase_w[i, col[c["phrase"]]] += c["weight"]
+
+    def stack(vs) -> np.ndarray:
+        out = np.zeros((n, dim), np.float32)
+        for i, v in enumerate(vs):
+            if v is not None:
+                out[i] = v
+        return out
+
+    return CueTable(stack(frames), frames_w, stack(texts), text_w, phrases, phrase_w)

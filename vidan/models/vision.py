@@ -27,10 +27,13 @@ def bundled_weights_path() -> str:
 
 
 def imagenet_labels() -> list[str]:
-    """The 1000 ImageNet class names in model output order (shipped inside torchvision)."""
-    from torchvision.models import ResNet50_Weights
+    """The 1000 ImageNet class names in model output order: torchvision's list, kept in
+    vidan's package data so that re-tagging and search need not import torch for it
+    (tests/test_models.py checks the two are the same)."""
+    from importlib import resources
 
-    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    text = resources.files("vidan").joinpath("data/imagenet_labels.txt").read_text(encoding="utf-8")
+    return text.splitlines()
 
 
 def center_crop_square(img: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
