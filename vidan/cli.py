@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--asr", choices=["faster-whisper", "openai-whisper", "none"], help="speech recognition backend")
     a.add_argument("--asr-model", metavar="NAME_OR_PATH", help="ASR model: a bundled name or a local path")
     a.add_argument("--language", metavar="CODE", help="spoken language (default: detect)")
+    a.add_argument("--languages", metavar="CODES",
+                   help="detect the spoken language among these only, e.g. en,fr,de (default: all Whisper knows)")
     a.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: embedded local Ray)")
     a.add_argument("--local", action="store_true", help="run every stage in this process, without Ray")
     a.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where models run")
@@ -140,6 +142,7 @@ def _config(args):
     put("asr", "backend", args.asr)
     put("asr", "model", args.asr_model)
     put("asr", "language", args.language)
+    put("asr", "languages", getattr(args, "languages", None))
     put("workers", "gpu_wait_s", getattr(args, "gpu_wait", None))
     return cfg.replace(**changes) if changes else cfg
 
