@@ -52,7 +52,7 @@ class LocalExecutor:
         self._done: dict[int, Any] = {}
         self._next = 0
         self.busy_s: dict[str, float] = {name: 0.0 for name in STAGES}
-        self.calls: dict[str, int] = {name: 0 for name in STAGES}
+        self._ncalls: dict[str, int] = {name: 0 for name in STAGES}
 
     def start(self, config: Config) -> dict[str, str]:
         from vidan.stages import load_stages
@@ -93,7 +93,7 @@ class LocalExecutor:
         t0 = time.perf_counter()
         results = call_stage(self._stages[name], spec, [item for _, item, _ in batch])
         self.busy_s[name] += time.perf_counter() - t0
-        self.calls[name] += 1
+        self._ncalls[name] += 1
         done = []
         for (h, _, seconds), value in zip(batch, results):
             chain, step = self._route[h]
@@ -116,7 +116,7 @@ class LocalExecutor:
         return value
 
     def stats(self) -> dict[str, dict[str, float]]:
-        return {n: {"actors": 1, "calls": self.calls[n], "busy_s": round(self.busy_s[n], 3)} for n in STAGES}
+        return {n: {"actors": 1, "calls": self._ncalls[n], "busy_s": round(self.busy_s[n], 3)} for n in STAGES}
 
     def shutdown(self) -> None:
         self._stages = {}
