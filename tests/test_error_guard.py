@@ -35,7 +35,7 @@ def test_cli_stderr_with_an_error_fails_the_test():
 def test_worker_logs_are_read_once_and_only_whole_lines(tmp_path):
     logs = RayWorkerLogs(str(tmp_path))
     err = tmp_path / "worker-abc-01-123.err"
-    err.write_text(":job_id:01000000\n:actor_name:VisualActor\nERROR vidan: first\n")
+    err.write_text(":job_id:01000000\n:actor_name:StageActor\nERROR vidan: first\n")
     (tmp_path / "raylet.err").write_text("ERROR not a worker's log\n")
     assert logs.new_error_lines() == ["worker-abc-01-123.err: ERROR vidan: first"]
     assert logs.new_error_lines() == []  # already reported
