@@ -38,7 +38,10 @@ test-fast: $(STAMP)
 
 # Each script prints one markdown table (paste it, unedited, into README.md) and writes the
 # same figures to benchmarks/results/<name>.json; tests/test_docs.py compares the two.
+# bench_pipeline.py is the one table with the figures side by side (end to end, Ray against
+# in-process, each stage against its limit, how busy each pool was); the others go deeper.
 bench: $(STAMP)
+	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_stages.py
 	$(PY) benchmarks/bench_memory.py
 	$(PY) benchmarks/bench_segments.py
