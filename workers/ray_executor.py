@@ -204,6 +204,7 @@ class RayExecutor:
         self._route: dict[int, tuple[str, int]] = {}  # handle -> (chain, step)
         self._seconds: dict[int, float] = {}
         self._alone: set[int] = set()  # handles to send alone (their batch killed its worker)
+        self._queued_at: dict[int, float] = {}  # when each item joined its current queue
         self._done: dict[int, Any] = {}
         self._next = 0
         self._model_ids: dict[str, str] = {}
@@ -377,10 +378,22 @@ class RayExecutor:
                 batch = [q.popleft()]
             else:
                 full = len(q) >= spec.batch or (spec.batch_s and sum(x[2] for x in q) >= spec.batch_s)
-                if not full and a.inflight and spec.batch > 1:
-                    return  # wait for a fuller batch while this actor is busy anyway
+                if not full and spec.batch > 1:
+                    if a.inflight:
+                        return  # wait for a fuller batch while this actor is busy anyway
+                    waited = time.monotonic() - self._queued_at.get(q[0][0], 0.0)
+                    if waited < spec.batch_wait_s and self._upstream_busy(stage):
+                        return  # more items are on their way: let the batch fill a little
                 batch = take_batch(spec, q)
             self._send(stage, a, batch)
+
+    def _upstream_busy(self, stage: str) -> bool:
+        """Items are still in or before an earlier stage of a chain that leads here."""
+        for chain, step in self._route.values():
+            stages = CHAINS[chain]
+            if stage in stages and step < stages.index(stage):
+                return True
+        return False
 
     def _send(self, stage: str, a: _Actor, batch: list) -> None:
         refs = a.handle.process.options(num_returns=len(batch)).remote([x for _, x, _ in batch])
@@ -432,6 +445,7 @@ class RayExecutor:
 
                 self._route[h] = (chain, step + 1)
                 self._queues[stages[step + 1]].append((h, Upstream(call.stage, ref), secs))
+                self._queued_at[h] = now
                 nexts.add(stages[step + 1])
                 continue
             value = self._fetch(call, ref)
@@ -448,6 +462,7 @@ class RayExecutor:
     def _finish(self, h: int, value: Any) -> None:
         self._route.pop(h, None)
         self._seconds.pop(h, None)
+        self._queued_at.pop(h, None)
         self._alone.discard(h)
         self._done[h] = value
 

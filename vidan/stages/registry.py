@@ -40,6 +40,9 @@ class StageSpec:
     batch: int = 1  # items per call: encoders take parts of many videos at once
     batch_s: float = 0.0  # ...and at most this many seconds of media a call (0: no limit)
     inflight: int = 1  # calls queued at one actor, so the next batch is there when one ends
+    # while earlier stages are still producing, a part-full batch waits this long for more
+    # items before it goes to an idle actor: fuller batches, at a bounded delay
+    batch_wait_s: float = 0.0
     weight: float = 0.1  # core-seconds a second of media costs it, until measured
 
     def load(self):
@@ -50,11 +53,13 @@ class StageSpec:
 DECODE = StageSpec("decode", "vidan.stages.decode:DecodeStage", STAGE_DECODE, "PartJob", "DecodedPart",
                    cpus=1.0, memory_mb=1024, inflight=2, weight=0.1)
 VISION = StageSpec("vision", "vidan.stages.vision:VisionStage", STAGE_VISION, "DecodedPart", "FramePart",
-                   scale=GPU, cpus=1.0, gpus=0.25, batch=16, batch_s=300.0, inflight=2, weight=0.06)
+                   scale=GPU, cpus=1.0, gpus=0.25, batch=16, batch_s=300.0, inflight=2, batch_wait_s=2.0,
+                   weight=0.06)
 AUDIO = StageSpec("audio", "vidan.stages.audio:AudioStage", STAGE_AUDIO, "PartJob", "HeardPart",
                   cpus=1.0, memory_mb=512, inflight=2, weight=0.04)
 ASR = StageSpec("asr", "vidan.stages.asr:AsrStage", STAGE_ASR, "HeardPart", "AudioPart",
-                scale=GPU, cpus=1.0, gpus=0.5, batch=8, batch_s=300.0, inflight=2, weight=0.15)
+                scale=GPU, cpus=1.0, gpus=0.5, batch=8, batch_s=300.0, inflight=2, batch_wait_s=2.0,
+                weight=0.15)
 FINISH = StageSpec("finish", "vidan.stages.finish:FinishStage", STAGE_FUSE, "FinishJob", "rows",
                    scale=ONE, cpus=0.0, inflight=2)
 
