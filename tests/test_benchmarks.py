@@ -18,7 +18,7 @@ def _run(name, tmp_path, *args):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick", *args,
                            "--json", str(out)], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    table = [ln for ln in proc.stdout.splitlines() if ln.startswith("| ")]
+    table = [ln for ln in proc.stdout.splitlines() if ln.startswith("|")]
     return json.loads(out.read_text()), proc.stdout, table
 
 
