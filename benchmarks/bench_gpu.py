@@ -43,8 +43,8 @@ COLUMNS = ("measure", "batch", "work", "seconds", "throughput", "GPU busy %", "t
 HEADER = header(COLUMNS)
 FULL = {"vision_batches": [1, 8, 32, 128], "vision_min_s": 3.0, "asr_batches": [1, 8, 32], "asr_items": 32,
         "asr_item_s": 30.0, "files": 16, "file_s": 60.0}
-QUICK = {"vision_batches": [1, 8], "vision_min_s": 0.5, "asr_batches": [1, 2], "asr_items": 2, "asr_item_s": 15.0,
-         "files": 2, "file_s": 10.0}
+QUICK = {"vision_batches": [1, 8], "vision_min_s": 0.5, "asr_batches": [1, 2], "asr_items": 2, "asr_item_s": 10.0,
+         "files": 1, "file_s": 10.0}
 RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720)}
 
 
@@ -279,7 +279,7 @@ def render(record: dict[str, Any]) -> str:
              "Image encoder: EfficientNet-Lite0 via `ImageClassifier.probs`, one call per batch. Whisper: "
              f"{p['asr_items']} items of {p['asr_item_s']:g} s of speech, voice activity found beforehand, "
              "`asr.batch_size` as given. End to end: `vidan.pipeline.run` on an embedded Ray started beforehand, "
-             f"{p['files']} generated files of {p['file_s']:g} s with speech, model loads included. GPU busy: mean of "
+             f"{p['files']} generated file(s) of {p['file_s']:g} s with speech, model loads included. GPU busy: mean of "
              f"1 Hz samples ({record['monitor'] or 'none'}); torch peak: `max_memory_allocated` in this process; "
              "GPU used peak: the device's used memory, every process.")
     cells = []
