@@ -51,7 +51,8 @@ def test_readme_lists_exactly_the_error_stages():
     assert sorted(listed) == sorted(_error_stages().values())
 
 
-BENCHMARKS = ("bench_stages", "bench_memory", "bench_segments", "bench_search", "bench_store", "bench_tags")
+BENCHMARKS = ("bench_pipeline", "bench_stages", "bench_memory", "bench_segments", "bench_search", "bench_store",
+              "bench_tags")
 
 
 def _benchmark(name: str):
