@@ -80,3 +80,14 @@ def test_every_stage_declares_its_needs():
         assert spec.cpus >= 0 and 0 <= spec.gpus <= 1 and spec.batch >= 1 and spec.inflight >= 1
     assert STAGES["vision"].batch > 1 and STAGES["asr"].batch > 1  # encoders batch across videos
     assert STAGES["vision"].inflight >= 2 and STAGES["asr"].inflight >= 2
+
+
+def test_no_node_is_asked_for_more_cores_than_it_has():
+    """A head with one core and a worker with two: four CPU stages at 0.75 cores each
+    would leave one actor that no node can hold, waiting unplaced for ever."""
+    nodes = [Node("head", 1), Node("worker", 2)]
+    for demand in (None, {"decode": 5.0, "vision": 1.0, "audio": 1.0, "asr": 9.0, "finish": 1}):
+        slots = plan(nodes, demand=demand)
+        for n in nodes:
+            assert sum(s.num_cpus for s in slots if s.node_id == n.node_id) <= n.cpus + 1e-9, slots
+        assert {"decode", "vision", "audio", "asr", "finish"} <= {s.stage for s in slots}

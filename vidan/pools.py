@@ -101,9 +101,12 @@ def _cpu_slots(names: list[str], demand: Mapping[str, float], nodes: list[Node],
     slots = []
     for name in order:
         node = max(nodes, key=lambda n: (left[n.node_id], -on_node[n.node_id]))
-        left[node.node_id] -= per
+        # never ask a node for more than it has left: an actor no node can hold would wait
+        # unplaced forever (a small node's last actor takes what is left, even nothing)
+        cpus = math.floor(min(per, max(0.0, left[node.node_id])) * 1e4) / 1e4
+        left[node.node_id] -= cpus
         on_node[node.node_id] += 1
-        slots.append(Slot(name, node.node_id, round(per, 4), 0.0, "cpu", 1))
+        slots.append(Slot(name, node.node_id, cpus, 0.0, "cpu", 1))
     # a CPU encoder alone on a small node may use its cores between the decoders' bursts
     out = []
     for s in slots:
