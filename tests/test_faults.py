@@ -62,7 +62,7 @@ ORCHESTRATE = textwrap.dedent("""
         # 2. worker processes killed mid-run; 3. a whole node removed mid-run
         base = n_commits()
         if wait_for(base + 1, proc):
-            killed = subprocess.run(["pkill", "-9", "-f", "ray::StageActor"]).returncode == 0
+            killed = subprocess.run(["pkill", "-9", "-f", "ray::Stage[A]ctor"]).returncode == 0
             did.append(f"actor workers killed: {killed}")
         if wait_for(base + 2, proc):
             cluster.remove_node(workers[0], allow_graceful=False)

@@ -46,11 +46,19 @@ class Upstream:
     ref: Any
 
 
+@dataclass(frozen=True)
+class Lost:
+    """An item whose previous stage's result was lost with its node: the driver sends the
+    item through its chain again."""
+
+    stage: str
+
+
 def fetch(x: Any) -> Any:
     if not isinstance(x, Upstream):
         return x
     import ray
-    from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+    from ray.exceptions import ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
 
     from vidan.records import VidanError
     from vidan.stages.registry import STAGES
@@ -58,6 +66,8 @@ def fetch(x: Any) -> Any:
     stage = STAGES[x.stage].report_stage
     try:
         return ray.get(x.ref)
+    except ObjectLostError:  # the node that held it is gone (results of actor calls are not rebuilt)
+        return Lost(x.stage)
     except RayTaskError as e:
         cause = e.cause if getattr(e, "cause", None) is not None else e
         return cause if isinstance(cause, VidanError) else VidanError(stage, f"{type(cause).__name__}: {cause}")
@@ -85,5 +95,9 @@ class StageActor:
     def process(self, inputs: list) -> Any:
         from vidan.stages.registry import call_stage
 
-        out = call_stage(self.stage, self.spec, [fetch(x) for x in inputs])
+        items = [fetch(x) for x in inputs]
+        live = [i for i, x in enumerate(items) if not isinstance(x, Lost)]
+        out = list(items)
+        for i, r in zip(live, call_stage(self.stage, self.spec, [items[i] for i in live])):
+            out[i] = r
         return out[0] if len(out) == 1 else tuple(out)

@@ -27,6 +27,7 @@ from vidan.config import Config
 from vidan.records import VidanError
 from vidan.pools import Node, Slot, diff, plan
 from vidan.stages.registry import CHAINS, STAGES, item_seconds, take_batch
+from workers.actors import Lost
 
 log = logging.getLogger("vidan")
 
@@ -150,6 +151,7 @@ def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, t
 # file that kills its worker every time fails after that many tries instead of looping.
 MAX_TASK_RETRIES = 2
 _SPLIT = object()
+_LOST = object()
 
 
 @dataclass
@@ -205,6 +207,8 @@ class RayExecutor:
         self._seconds: dict[int, float] = {}
         self._alone: set[int] = set()  # handles to send alone (their batch killed its worker)
         self._queued_at: dict[int, float] = {}  # when each item joined its current queue
+        self._items: dict[int, Any] = {}  # each handle's original item
+        self._redone: dict[int, int] = {}  # how often an item was sent again after a lost node
         self._done: dict[int, Any] = {}
         self._next = 0
         self._model_ids: dict[str, str] = {}
@@ -350,6 +354,7 @@ class RayExecutor:
         first = CHAINS[chain][0]
         self._route[h] = (chain, 0)
         self._seconds[h] = item_seconds(item)
+        self._items[h] = item  # kept (small: a job) to send again if a lost node took its results
         self._queues[first].append((h, item, self._seconds[h]))
         self._dispatch(first)
         return h
@@ -449,6 +454,10 @@ class RayExecutor:
                 nexts.add(stages[step + 1])
                 continue
             value = self._fetch(call, ref)
+            if value is _LOST or isinstance(value, Lost):
+                if self._again(h, chain, secs):
+                    continue
+                value = VidanError(STAGES[call.stage].report_stage, "its results were lost with a node, three times")
             if value is _SPLIT:
                 self._alone.add(h)
                 self._queues[call.stage].appendleft((h, item, secs))
@@ -459,20 +468,37 @@ class RayExecutor:
             self._dispatch(name)
         return done
 
+    def _again(self, h: int, chain: str, secs: float) -> bool:
+        """Send an item through its chain again from the start (its earlier results were
+        lost with a node); False once it has been sent again twice."""
+        n = self._redone.get(h, 0)
+        if n >= 2 or h not in self._items:
+            return False
+        self._redone[h] = n + 1
+        self._route[h] = (chain, 0)
+        self._queues[CHAINS[chain][0]].append((h, self._items[h], secs))
+        self.events.append((time.monotonic(), f"item {h} sent again: a lost node took its results"))
+        self._dispatch(CHAINS[chain][0])
+        return True
+
     def _finish(self, h: int, value: Any) -> None:
         self._route.pop(h, None)
         self._seconds.pop(h, None)
         self._queued_at.pop(h, None)
+        self._items.pop(h, None)
+        self._redone.pop(h, None)
         self._alone.discard(h)
         self._done[h] = value
 
     def _fetch(self, call: _Call, ref: Any) -> Any:
         import ray
-        from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+        from ray.exceptions import ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
 
         spec = STAGES[call.stage]
         try:
             return ray.get(ref)
+        except ObjectLostError:  # the result was on a node that is gone
+            return _LOST
         except RayTaskError as e:
             log.debug("%s stage failed in a worker:\n%s", call.stage, e)  # the remote traceback, for --debug
             cause = e.cause if getattr(e, "cause", None) is not None else e
