@@ -6,7 +6,7 @@ STAMP := $(VENV)/.vidan-installed
 SAMPLES ?= samples
 REPORTS ?= reports/sample
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast test-bench bench clean
 
 install: $(STAMP)
 
@@ -31,7 +31,11 @@ run: $(STAMP)
 	$(VENV)/bin/vidan search "a cup of coffee" --reports $(REPORTS) --top 3
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not bench"
+
+# the whole benchmark scripts, run small: they take minutes, so CI's `make test` leaves them out
+test-bench: $(STAMP)
+	$(PY) -m pytest -q -m bench
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

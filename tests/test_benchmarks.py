@@ -27,6 +27,7 @@ def _positive(x):
 
 
 @pytest.mark.slow
+@pytest.mark.bench  # 3.5 minutes of four pipeline runs: `make test-bench`, kept out of `make test` for CI's time
 def test_bench_pipeline_quick_prints_every_figure(tmp_path):
     record, printed, table = _run("bench_pipeline", tmp_path)
     measures = [r["measure"] for r in record["rows"]]
