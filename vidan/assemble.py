@@ -101,25 +101,20 @@ class VideoParts:
 
     def detected_language(self) -> tuple[Optional[str], Optional[float]]:
         """Whisper's own guess, by the same word-count vote as ``language``."""
-        votes: Counter = Counter()
-        prob: dict[str, float] = {}
-        for p in self.audio:
-            if p.detected_language and p.words:
-                votes[p.detected_language] += len(p.words)
-                prob[p.detected_language] = max(prob.get(p.detected_language, 0.0), p.detected_probability or 0.0)
-        if not votes:
-            return None, None
-        lang = votes.most_common(1)[0][0]
-        return lang, prob[lang]
+        return self._vote("detected_language", "detected_probability")
 
     def language(self) -> tuple[Optional[str], Optional[float]]:
         """The language of the parts that had speech, weighted by their word count."""
+        return self._vote("language", "language_probability")
+
+    def _vote(self, field: str, probability: str) -> tuple[Optional[str], Optional[float]]:
         votes: Counter = Counter()
         prob: dict[str, float] = {}
         for p in self.audio:
-            if p.language and p.words:
-                votes[p.language] += len(p.words)
-                prob[p.language] = max(prob.get(p.language, 0.0), p.language_probability or 0.0)
+            lang = getattr(p, field)
+            if lang and p.words:
+                votes[lang] += len(p.words)
+                prob[lang] = max(prob.get(lang, 0.0), getattr(p, probability) or 0.0)
         if not votes:
             return None, None
         lang = votes.most_common(1)[0][0]

@@ -14,8 +14,7 @@ from collections import deque
 from typing import Any, Protocol
 
 from vidan.config import Config
-from vidan.records import VidanError
-from vidan.stages.registry import CHAINS, STAGES, call_stage, item_seconds, model_ids, take_batch
+from vidan.stages.registry import CHAINS, STAGES, call_stage, chain_result, item_seconds, model_ids, take_batch
 
 log = logging.getLogger("vidan")
 
@@ -108,12 +107,7 @@ class LocalExecutor:
         return done
 
     def result(self, handle: int) -> Any:
-        value = self._done.pop(handle)
-        if isinstance(value, VidanError):
-            raise value
-        if isinstance(value, BaseException):
-            raise VidanError("fuse", f"{type(value).__name__}: {value}")
-        return value
+        return chain_result(self._done.pop(handle))
 
     def stats(self) -> dict[str, dict[str, float]]:
         return {n: {"actors": 1, "calls": self._ncalls[n], "busy_s": round(self.busy_s[n], 3)} for n in STAGES}

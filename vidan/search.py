@@ -129,16 +129,7 @@ def rank(query_embedding: np.ndarray, segments, top: int = 10, query: str = "",
     which = stacked.argmax(axis=0)
     names = list(_MODALITY_COLUMNS)
     order = [i for i in np.argsort(-best, kind="stable") if np.isfinite(best[i])][:top]
-    hits = []
-    for i in order:
-        r = segments.iloc[i]
-        tags = r["tag_labels"]
-        hits.append(Hit(path=r["path"], video_id=r["video_id"], segment_index=int(r["segment_index"]),
-                        start_s=float(r["start_s"]), end_s=float(r["end_s"]), score=float(best[i]),
-                        modality=names[which[i]],
-                        transcript=r["transcript"] if isinstance(r["transcript"], str) else None,
-                        tags=[] if tags is None else list(tags)))
-    return hits
+    return [_hit(segments.iloc[i], best[i], names[which[i]]) for i in order]
 
 
 def rank_candidates(cands, segments, top: int = 10, query: str = "",
@@ -154,16 +145,16 @@ def rank_candidates(cands, segments, top: int = 10, query: str = "",
     if lexical_weight:
         best = best + lexical_weight * lexical_overlap(query, segments)
     order = [i for i in np.argsort(-best, kind="stable") if np.isfinite(best[i])][:top]
-    hits = []
-    for i in order:
-        r = segments.iloc[i]
-        tags = r["tag_labels"]
-        hits.append(Hit(path=r["path"], video_id=r["video_id"], segment_index=int(r["segment_index"]),
-                        start_s=float(r["start_s"]), end_s=float(r["end_s"]), score=float(best[i]),
-                        modality=MODALITIES[int(cands.modality[i])],
-                        transcript=r["transcript"] if isinstance(r["transcript"], str) else None,
-                        tags=[] if tags is None else list(tags)))
-    return hits
+    return [_hit(segments.iloc[i], best[i], MODALITIES[int(cands.modality[i])]) for i in order]
+
+
+def _hit(r, score: float, modality: str) -> Hit:
+    """One segment row as a hit."""
+    tags = r["tag_labels"]
+    return Hit(path=r["path"], video_id=r["video_id"], segment_index=int(r["segment_index"]),
+               start_s=float(r["start_s"]), end_s=float(r["end_s"]), score=float(score), modality=modality,
+               transcript=r["transcript"] if isinstance(r["transcript"], str) else None,
+               tags=[] if tags is None else list(tags))
 
 
 def candidate_rows(store, index, cands):

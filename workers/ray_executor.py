@@ -26,7 +26,7 @@ from vidan.cluster import ClusterError, check_reachable, cluster_address, is_loo
 from vidan.config import Config
 from vidan.records import VidanError
 from vidan.pools import Node, Slot, diff, plan
-from vidan.stages.registry import CHAINS, STAGES, item_seconds, take_batch
+from vidan.stages.registry import CHAINS, STAGES, chain_result, item_seconds, take_batch
 from workers.actors import Lost
 
 log = logging.getLogger("vidan")
@@ -534,12 +534,7 @@ class RayExecutor:
         return out
 
     def result(self, handle: int) -> Any:
-        value = self._done.pop(handle)
-        if isinstance(value, VidanError):
-            raise value
-        if isinstance(value, BaseException):
-            raise VidanError("fuse", f"{type(value).__name__}: {value}")
-        return value
+        return chain_result(self._done.pop(handle))
 
     # --- what it did ------------------------------------------------------------------
 

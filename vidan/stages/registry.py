@@ -109,6 +109,16 @@ def failure(spec: StageSpec, e: BaseException) -> VidanError:
     return VidanError(spec.report_stage, f"{type(e).__name__}: {e}")
 
 
+def chain_result(value: Any) -> Any:
+    """What an executor's ``result`` gives for a chain's last value: the value, or its
+    error raised (an unexpected exception as the report's ``fuse`` stage)."""
+    if isinstance(value, VidanError):
+        raise value
+    if isinstance(value, BaseException):
+        raise VidanError(STAGE_FUSE, f"{type(value).__name__}: {value}")
+    return value
+
+
 def call_stage(stage: Any, spec: StageSpec, items: Sequence[Any]) -> list[Any]:
     """Run one call of a stage over ``items``. An item that is already an error (its
     previous stage failed) passes through untouched. When a batched call fails as a
