@@ -91,12 +91,13 @@ def test_killed_workers_a_lost_node_and_a_killed_driver_lose_and_duplicate_nothi
     import json
 
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["rc"] == 0, proc.stderr[-3000:]
+    rep = vidan.load_report(out)
+    bad = rep.videos[rep.videos.status != "ok"]
+    assert result["rc"] == 0, (bad[["path", "status", "error_stage", "error_message"]].to_string(), proc.stderr[-3000:])
     check_stderr(proc.stderr, what="the driver under faults")
     assert any(d.startswith("driver killed") for d in result["did"]), result
     assert "node removed" in result["did"], result
 
-    rep = vidan.load_report(out)
     assert rep.videos.video_id.is_unique and len(rep.videos) == 12
     assert set(rep.videos.status) == {"ok"}, rep.videos[["path", "status", "error_message"]]
     assert rep.segments.groupby("video_id").segment_index.apply(lambda s: sorted(s) == list(range(len(s)))).all()

@@ -58,7 +58,7 @@ def fetch(x: Any) -> Any:
     if not isinstance(x, Upstream):
         return x
     import ray
-    from ray.exceptions import ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
+    from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
 
     from vidan.records import VidanError
     from vidan.stages.registry import STAGES
@@ -66,7 +66,9 @@ def fetch(x: Any) -> Any:
     stage = STAGES[x.stage].report_stage
     try:
         return ray.get(x.ref)
-    except ObjectLostError:  # the node that held it is gone (results of actor calls are not rebuilt)
+    except (ObjectLostError, ActorUnavailableError):
+        # the node that held it is gone (results of actor calls are not rebuilt), or the
+        # actor that made it could not be reached: the item goes through its chain again
         return Lost(x.stage)
     except RayTaskError as e:
         cause = e.cause if getattr(e, "cause", None) is not None else e

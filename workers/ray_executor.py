@@ -152,6 +152,7 @@ def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, t
 MAX_TASK_RETRIES = 2
 _SPLIT = object()
 _LOST = object()
+_UNAVAILABLE = object()
 
 
 @dataclass
@@ -174,6 +175,7 @@ class _Call:
     refs: list
     t0: float
     deadline: float
+    error: str = ""  # why its actor died, when it did
 
 
 def _nodes() -> list[Node]:
@@ -209,6 +211,7 @@ class RayExecutor:
         self._queued_at: dict[int, float] = {}  # when each item joined its current queue
         self._items: dict[int, Any] = {}  # each handle's original item
         self._redone: dict[int, int] = {}  # how often an item was sent again after a lost node
+        self._unavailable: dict[int, int] = {}  # how often an item's actor could not be reached
         self._done: dict[int, Any] = {}
         self._next = 0
         self._model_ids: dict[str, str] = {}
@@ -458,6 +461,14 @@ class RayExecutor:
                 if self._again(h, chain, secs):
                     continue
                 value = VidanError(STAGES[call.stage].report_stage, "its results were lost with a node, three times")
+            if value is _UNAVAILABLE:
+                # Its actor could not be reached (its worker was killed, its node is going):
+                # Ray does not retry such a call, since it may have run; vidan's stages have
+                # no side effects, so it is sent again, a bounded number of times.
+                tries = self._unavailable.get(h, 0) + 1
+                self._unavailable[h] = tries
+                value = _SPLIT if tries <= MAX_TASK_RETRIES else VidanError(
+                    STAGES[call.stage].report_stage, f"worker process unavailable {tries} times: {call.error}")
             if value is _SPLIT:
                 self._alone.add(h)
                 self._queues[call.stage].appendleft((h, item, secs))
@@ -487,12 +498,14 @@ class RayExecutor:
         self._queued_at.pop(h, None)
         self._items.pop(h, None)
         self._redone.pop(h, None)
+        self._unavailable.pop(h, None)
         self._alone.discard(h)
         self._done[h] = value
 
     def _fetch(self, call: _Call, ref: Any) -> Any:
         import ray
-        from ray.exceptions import ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
+        from ray.exceptions import (ActorUnavailableError, ObjectLostError, RayActorError, RayTaskError,
+                                    WorkerCrashedError)
 
         spec = STAGES[call.stage]
         try:
@@ -508,7 +521,11 @@ class RayExecutor:
             log.debug("%s worker died:\n%s", call.stage, e)
             if len(call.batch) > 1:
                 return _SPLIT  # one of them kills the worker: send each alone to find which
-            # The actor died (native crash, out of memory); Ray restarts it for the next file.
+            if isinstance(e, ActorUnavailableError):
+                call.error = _first_line(e)
+                return _UNAVAILABLE
+            # The actor died (native crash, out of memory) on each of Ray's tries; Ray
+            # restarts it for the next file.
             return VidanError(spec.report_stage, f"worker process died: {str(e).splitlines()[0]}")
 
     def _cut_off_stuck(self) -> list[int]:
