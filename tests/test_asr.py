@@ -414,9 +414,18 @@ def _count_decodes(asr, monkeypatch) -> list[str]:
     return calls
 
 
+def _padded_detection(monkeypatch):
+    """Detect from a full 30 s window, as Whisper itself does: there Whisper base gives
+    the clear English "coffee" clip only p=0.77 for English, under the threshold (0.87
+    from its own 10 s)."""
+    import vidan.models.asr as asr_mod
+
+    monkeypatch.setattr(asr_mod, "DETECT_MIN_S", asr_mod.WINDOW_S)
+
+
 def test_an_unsure_real_guess_with_a_fluent_transcript_is_kept(base_asr, coffee, monkeypatch):
-    # Whisper base gives this clear English clip only p=0.77 for English, under the
-    # default threshold; its transcript is fluent English, so nothing more is decoded.
+    # An unsure guess whose transcript is fluent English: nothing more is decoded.
+    _padded_detection(monkeypatch)
     calls = _count_decodes(base_asr, monkeypatch)
     t = base_asr.transcribe(coffee)
     assert t.detected_language == "en" and 0.6 < t.detected_probability < 0.8
@@ -431,6 +440,7 @@ def test_an_unsure_real_guess_is_checked_by_decoding(base_asr, coffee, monkeypat
     import vidan.models.asr as asr_mod
 
     monkeypatch.setattr(asr_mod, "FLUENT_WORD_LOGPROB", 1.0)
+    _padded_detection(monkeypatch)
     calls = _count_decodes(base_asr, monkeypatch)
     t = base_asr.transcribe(coffee)
     assert calls[:2] == ["en", "en"] and len(calls) == 4  # shared pass, then 3 alone
@@ -481,3 +491,16 @@ def test_long_speech_is_cut_at_a_quiet_moment_into_window_sized_pieces():
     assert all(0 < e - s <= 30 * RATE for s, e in pieces)
     assert pieces[0][0] == 0 and pieces[-1][1] == len(audio)
     assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+
+
+def test_language_is_detected_from_the_clips_own_length_with_the_padded_windows_guesses(base_asr, clips, monkeypatch):
+    """Detection hears each clip's first speech at its own length (at least DETECT_MIN_S),
+    not padded to 30 s: same guesses on every bundled clip, each at least as sure."""
+    import vidan.models.asr as asr_mod
+
+    preps = {i: asr_mod._prepare(asr_mod.SpeechItem(a), True) for i, a in enumerate(clips.values())}
+    short = base_asr._detect(preps)
+    monkeypatch.setattr(asr_mod, "DETECT_MIN_S", asr_mod.WINDOW_S)
+    padded = base_asr._detect(preps)
+    assert [short[i].language for i in preps] == [padded[i].language for i in preps] == ["en"] * len(preps)
+    assert all(short[i].probability >= padded[i].probability - 0.05 for i in preps)

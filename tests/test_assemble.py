@@ -239,3 +239,26 @@ def test_without_detectors_or_sound_events_the_fields_are_none():
     parts = VideoParts(info(10.0))
     parts.frames = [_detected(Span(0, 5), [0.5], [0], [1], [0.0], [[]]), frames(Span(5, 10), [5.5], [2])]
     assert all(f.n_faces is None and f.boxes is None for f in gather(parts, CFG))
+
+
+def test_frames_the_detectors_skipped_count_for_nothing_and_a_segment_takes_the_nearest_looked_at():
+    # detect.every_s: frames 1.5 and 3.5 were not looked at (-1 faces, NaN person, no boxes)
+    parts = VideoParts(info(10.0), transcribed=True)
+    face = Box("face", 0.4, 0.1, 0.6, 0.4, 0.9)
+    parts.frames = [_detected(Span(0, 10), [0.5, 1.5, 2.5, 3.5, 5.5, 6.5], [0, 0, 0, 0, 2, 2],
+                              [1, -1, 0, -1, 0, -1], [0.0, np.nan, 3.0, np.nan, 0.0, np.nan],
+                              [[face], None, [], None, [], None])]
+    parts.audio = [audio(Span(0, 10), [], -20.0, [])]
+    first, second = gather(parts, CFG)
+    assert first.n_faces == 1 and first.person == pytest.approx(3.0)  # not -1, not NaN
+    assert second.n_faces == 0 and second.person == 0.0
+    assert first.boxes in ([face], [])  # a looked-at frame's boxes, never a skipped one's None
+    assert second.boxes == []
+    # a short segment with no looked-at frame inside takes the nearest looked-at one
+    short = VideoParts(info(4.0))
+    short.frames = [_detected(Span(0, 4), [0.5, 1.5, 2.5, 3.5], [0, 0, 0, 0], [2, -1, 0, -1],
+                              [1.0, np.nan, 0.0, np.nan], [[face, face], None, [], None])]
+    cfg = Config().replace(segments={"plan": "fixed", "window_s": 1.0, "min_s": 0.5})
+    feats = gather(short, cfg)
+    assert [f.n_faces for f in feats] == [2, 2, 0, 0]
+    assert all(f.boxes is not None for f in feats)

@@ -238,3 +238,24 @@ def test_model_is_unpacked_once_into_the_cache_and_repaired_if_damaged(tmp_path,
         f.truncate(size // 2)  # a worker killed while copying
     assert se.yamnet_model_path() == p and data_file.stat().st_size == size
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temporary folders left
+
+
+# --- in the decode stage ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("every_s, looked", [(0.0, [0, 1, 2, 3, 4, 5]), (2.0, [0, 2, 4]), (2.5, [0, 3])])
+def test_the_decode_stage_looks_at_one_sampled_frame_every_every_s(tmp_path, every_s, looked):
+    from vidan.config import Config
+    from vidan.media.probe import probe
+    from vidan.records import Span
+    from vidan.stages.decode import decode_for_model
+    from vidan.synth import Scene
+
+    path = synth.write_video(tmp_path / "astronaut.mp4", [Scene(6.0, synth.photo("astronaut"))], size=(320, 240),
+                             fps=10)
+    cfg = Config().replace(detect={"every_s": every_s, "people": False})
+    part = decode_for_model(str(path), probe(path), Span(0.0, 6.0), cfg)
+    assert len(part.times_s) == 6
+    seen = [i for i, b in enumerate(part.boxes) if b is not None]
+    assert seen == looked
+    assert all(part.faces[i] == 1 for i in looked)  # her face, in every frame looked at
+    assert all(part.faces[i] == -1 for i in range(6) if i not in looked) and part.people is None

@@ -419,9 +419,9 @@ def test_keyframe_path_samples_keyframes_at_their_own_times(keyframes_every, spa
     assert len(scans) == len(grid)
     assert all(f - 1 / 30 - tick <= t <= f + tick for (t, _), f in zip(scans, full))
     assert sum(abs(t - f) < tick for (t, _), f in zip(scans, full)) > len(full) / 2
-    # on_sample: the same frames, larger
+    # on_sample: the same frames, larger (here the file's own size, under frames.detect_side)
     assert [t for t, _ in samples] == list(out.times_s)
-    assert all(img.shape == (480, 640, 3) for _, img in samples)
+    assert all(img.shape == (240, 320, 3) for _, img in samples)  # the file's own size: never enlarged
     assert [synth.read_timecode(img) for _, img in samples] == [round(t * 1000) for t in out.times_s]
 
 
@@ -456,10 +456,11 @@ def test_keyframe_path_on_the_vfr_clip(vfr):
 def test_on_sample_gets_each_model_frame_at_detection_size(clip, backend):
     info = probe(clip)
     samples = []
-    out = decode_full(clip, info, Span(0.0, 4.0), cfg(backend=backend, detect_side=360),
+    out = decode_full(clip, info, Span(0.0, 4.0), cfg(backend=backend, detect_side=480),
                       on_sample=lambda t, img: samples.append((t, img)))
     assert [t for t, _ in samples] == list(out.times_s) and len(samples) == 4
-    assert all(img.shape == (360, 480, 3) and img.dtype == np.uint8 for _, img in samples)
+    # larger than the model's frames, but never larger than the file's own (320x240)
+    assert all(img.shape == (240, 320, 3) and img.dtype == np.uint8 for _, img in samples)
     for (_, big), small in zip(samples, out.images):  # the same picture, larger
         shrunk = np.asarray(Image.fromarray(big).resize(small.shape[1::-1], Image.BILINEAR), np.float32)
         assert np.abs(shrunk - small).mean() < 12

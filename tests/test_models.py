@@ -71,8 +71,10 @@ def test_classifier_loads_users_own_weights(classifier, tmp_path):
 
     from vidan.models.vision import load_classifier
 
+    from vidan.models.vision import bundled_weights_path
+
     p = tmp_path / "mine.pth"
-    torch.save(classifier._model.state_dict(), p)
+    torch.save(torch.load(bundled_weights_path(), map_location="cpu", weights_only=True), p)
     mine = load_classifier("cpu", weights_path=str(p))
     assert mine.model_id == f"efficientnet-lite0@{p.resolve()}"
     img = synth.photo("coffee")[None]
@@ -84,6 +86,40 @@ def test_classifier_loads_users_own_weights(classifier, tmp_path):
         load_classifier("cpu", weights_path=str(bad))
     with pytest.raises(FileNotFoundError, match="weights not found: .*missing.pth"):
         load_classifier("cpu", weights_path=str(tmp_path / "missing.pth"))
+
+
+def test_onnx_runtime_and_torch_give_the_same_probabilities(classifier):
+    from vidan.models.vision import load_classifier
+
+    assert classifier.runtime == "onnxruntime"  # the CPU default
+    in_torch = load_classifier("cpu", runtime="torch")
+    assert in_torch.runtime == "torch" and in_torch.model_id == classifier.model_id
+    imgs = [synth.photo(n) for n in ("coffee", "chelsea", "rocket", "astronaut")]
+    np.testing.assert_allclose(classifier.probs(imgs), in_torch.probs(imgs), atol=1e-5)
+
+
+def test_the_onnx_graph_is_cached_per_weights_and_a_worker_that_finds_it_never_imports_torch(tmp_path, monkeypatch):
+    import torch
+
+    from vidan.models.vision import bundled_weights_path, onnx_cache_path
+
+    monkeypatch.setenv("VIDAN_CACHE", str(tmp_path / "cache"))
+    env = dict(os.environ)
+    p = tmp_path / "mine.pth"
+    state = torch.load(bundled_weights_path(), map_location="cpu", weights_only=True)
+    state = {k: v * 1.01 if k.endswith("_fc.bias") else v for k, v in state.items()}  # other weights
+    torch.save(state, p)
+    probe = ("import sys, numpy as np; from vidan.models.vision import load_classifier; "
+             f"c = load_classifier('cpu', weights_path={str(p)!r}); "
+             "print(c.runtime, 'torch' in sys.modules, float(c.probs(np.zeros((1, 224, 224, 3), np.uint8)).max()))")
+    first = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    again = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    runtime, imported, top = first.stdout.split()
+    assert (runtime, imported) == ("onnxruntime", "True")  # exported from the weights, with torch
+    runtime, imported, top2 = again.stdout.split()
+    assert (runtime, imported, top2) == ("onnxruntime", "False", top)  # found in the cache: no torch at all
+    mine, bundled = onnx_cache_path(p), onnx_cache_path(Path(bundled_weights_path()))
+    assert mine.is_file() and mine != bundled and not bundled.exists()  # keyed by the weights' bytes
 
 
 class _RunsCodeWhenUnpickled:

@@ -110,3 +110,29 @@ def test_a_file_that_disappears_during_the_run_fails_alone(clip, tmp_path):
     gone = videos.loc[str(src / "gone.mp4")]
     assert gone.status == "failed" and "No such file" in gone.error_message
     assert videos.loc[str(src / "cat.mp4")].status == "ok"
+
+
+def test_pictures_split_into_finer_parts_give_the_same_segments_frames_and_cuts(tmp_path):
+    """``limits.frames_part_s`` only changes how the work is cut up: the sampled frames,
+    the cuts (one falls on a seam), the segments and what the pictures say are the same."""
+    src = tmp_path / "in"
+    src.mkdir()
+    audio = synth.concat_audio(tmp_path / "a.wav", [(0.5, synth.speech_clip("coffee"))])
+    synth.write_video(src / "three.mp4", [Scene(4.0, synth.photo("rocket")), Scene(4.0, synth.photo("coffee")),
+                                          Scene(4.0, synth.photo("chelsea"))], size=(192, 144), audio=audio)
+    base = Config().replace(asr={"backend": "none"})
+    reports = {}
+    for name, part, calls in (("whole", 600.0, 1), ("fine", 4.0, 3)):
+        ex = vidan.pipeline.LocalExecutor()
+        summary = vidan.pipeline.run([src], tmp_path / name, base.replace(limits={"frames_part_s": part}), ex,
+                                     progress=False)
+        assert summary.ok == 1 and ex.stats()["decode"]["calls"] == calls
+        reports[name] = vidan.load_report(tmp_path / name)
+    whole, fine = (reports[n].segments.sort_values("start_s") for n in ("whole", "fine"))
+    assert reports["fine"].videos.frames_sampled.iloc[0] == reports["whole"].videos.frames_sampled.iloc[0] == 12
+    assert list(reports["fine"].videos.shot_cuts.iloc[0]) == list(reports["whole"].videos.shot_cuts.iloc[0])
+    assert len(reports["fine"].videos.shot_cuts.iloc[0]) == 2  # the cut at 4 s lies on a seam
+    assert whole[["start_s", "end_s", "keyframe_s"]].values.tolist() == fine[["start_s", "end_s", "keyframe_s"]].values.tolist()
+    assert [list(t) for t in whole.frame_times] == [list(t) for t in fine.frame_times]
+    assert [list(v) for v in whole.visual_labels] == [list(v) for v in fine.visual_labels]
+    assert np.allclose(np.stack(whole.visual_embedding), np.stack(fine.visual_embedding), atol=1e-5)

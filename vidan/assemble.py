@@ -50,7 +50,8 @@ class SegmentFeatures:
     loudness_db: Optional[float]
     acoustic: Optional[np.ndarray]
     # What the detectors saw (None: not run, or no frame): faces and person score are the
-    # most in any of the segment's frames; the boxes are the keyframe's.
+    # most in any of the segment's frames the detectors looked at; the boxes are those of
+    # the looked-at frame nearest the keyframe (within ``detect.every_s`` of it).
     n_faces: Optional[int] = None
     person: Optional[float] = None
     boxes: Optional[list[Box]] = None
@@ -199,12 +200,16 @@ def gather(parts: VideoParts, cfg: Config) -> list[SegmentFeatures]:
     if faces is not None and len(faces) != len(times) or people is not None and len(people) != len(times):
         faces = people = None  # a part that lost frames: counts no longer line up with times
     if boxes is not None and len(boxes) != len(times):
-        boxes = None
+        boxes = faces = people = None
+    # the frames the detectors looked at (``detect.every_s``): a segment takes the ones
+    # inside it, or the nearest one
+    looked = np.flatnonzero([b is not None for b in boxes]) if boxes is not None else np.zeros(0, np.int64)
     speech = [s for p in parts.audio for s in p.speech]
     out = []
     for seg in segments:
         span = Span(seg.start_s, seg.end_s)
         idx = _frames_for(times, span)
+        didx = looked[_frames_for(times[looked], span)] if len(looked) else looked
         mean_probs = probs[idx].mean(axis=0) if probs is not None and len(idx) else None
         if parts.audio:
             seg_words = words_in(seg, words)
@@ -221,9 +226,9 @@ def gather(parts: VideoParts, cfg: Config) -> list[SegmentFeatures]:
             language=language if transcript else None,
             language_probability=language_p if transcript else None,
             no_speech_prob=nsp, speech_ratio=speech_ratio, loudness_db=loud, acoustic=acoustic,
-            n_faces=int(faces[idx].max()) if faces is not None and len(idx) else None,
-            person=float(people[idx].max()) if people is not None and len(idx) else None,
-            boxes=list(boxes[_keyframe(times, idx, seg)]) if boxes is not None and len(idx) else None,
+            n_faces=int(faces[didx].max()) if faces is not None and len(didx) else None,
+            person=float(people[didx].max()) if people is not None and len(didx) else None,
+            boxes=list(boxes[_keyframe(times, didx, seg)]) if len(didx) else None,
             events=_events(parts.audio, span) if parts.audio else None,
             detected_language=detected if transcript else None,
             detected_probability=detected_p if transcript else None,

@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--taxonomy", metavar="FILE", help="a YAML or TOML taxonomy for classification tags")
     a.add_argument("--segments", choices=["fixed", "shots", "shots+speech"], help="segment plan")
     a.add_argument("--window", type=float, metavar="SECONDS", help="length of fixed windows")
-    a.add_argument("--frames-backend", choices=["decord", "pyav"], help="frame decoder tried first")
+    a.add_argument("--frames-backend", choices=["pyav", "decord"], help="frame decoder tried first (default pyav)")
     a.add_argument("--sample-fps", type=float, metavar="FPS", help="frames a second sent to the image model")
     a.add_argument("--asr", choices=["faster-whisper", "openai-whisper", "none"], help="speech recognition backend")
     a.add_argument("--asr-model", metavar="NAME_OR_PATH", help="ASR model: a bundled name or a local path")

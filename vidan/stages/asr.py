@@ -13,7 +13,7 @@ class AsrStage:
         from vidan.models.device import pick_device
 
         self.config = config
-        self.device = pick_device(device)
+        self.device = pick_device(device, "ctranslate2" if config.asr.backend == "faster-whisper" else "torch")
         self.asr = None
         if config.asr.backend != "none":
             from vidan.models.asr import load_asr

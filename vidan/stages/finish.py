@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from vidan.config import Config
 
@@ -10,18 +11,20 @@ from vidan.config import Config
 class FinishStage:
     def __init__(self, config: Config, device: str = "auto", threads: int = 0):
         from vidan.labels import label_bank
-        from vidan.models.device import pick_device
-        from vidan.models.text import load_text_encoder
+        from vidan.models.text_fast import load_fast_text_encoder
         from vidan.models.vision import imagenet_labels
         from vidan.tags import class_embeddings, load_taxonomy
 
         self.config = config
-        self.device = pick_device(device)
-        self.text = load_text_encoder(self.device)
+        # MiniLM in numpy: the same vectors as sentence-transformers (tests/test_index.py)
+        # without importing torch, which cost every run ~6 s of start-up on a small
+        # machine; a few transcripts a video need no GPU
+        self.text = load_fast_text_encoder()
         self.labels = imagenet_labels()
         self.label_emb = label_bank(self.text, self.labels)
         self.taxonomy = load_taxonomy(config.tags.taxonomy)
-        self.class_emb = class_embeddings(self.taxonomy, self.text.encode)
+        # the taxonomy's prompts are cached like the label bank: a nightly run re-embeds nothing
+        self.class_emb = class_embeddings(self.taxonomy, partial(label_bank, self.text))
         self.model_id = self.text.model_id
         self.event_labels = None
         if config.detect.sound_events:

@@ -13,12 +13,14 @@ from vidan.records import DecodedPart, FramePart
 
 class VisionStage:
     def __init__(self, config: Config, device: str = "auto", threads: int = 0):
-        from vidan.models.device import pick_device
+        from vidan.models.device import pick_device, set_threads
         from vidan.models.vision import load_classifier
 
         self.config = config
         self.device = pick_device(device)
-        self.classifier = load_classifier(self.device)
+        self.classifier = load_classifier(self.device, threads=threads)
+        if self.classifier.runtime == "torch":
+            set_threads(threads)
 
     def model_ids(self) -> dict[str, str]:
         return {"vision": self.classifier.model_id}

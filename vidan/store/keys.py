@@ -23,7 +23,7 @@ from vidan.config import Config
 
 # Bump when vidan's own code changes results for the same config and models: every
 # video is then analysed again on its next run.
-ANALYSIS_VERSION = 3
+ANALYSIS_VERSION = 4
 _READ = 1 << 20
 
 
