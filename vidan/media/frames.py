@@ -136,7 +136,11 @@ def decode_part(path, info: MediaInfo, span: Span, cfg: FrameConfig,
     for name in order:
         backend_notes: list[str] = []
         before = picker.frames_decoded
-        extra = {"read_size": detect} if (detect is not None and name == "decord") else {}
+        if name == "decord":
+            extra = {"read_size": detect} if detect is not None else {}
+        else:  # PyAV scales each scan frame straight from the decoded planes to the scan's size
+            extra = {"scan_size": (cfg.scan_width, max(1, int(round(size[1] * cfg.scan_width / size[0]))))} \
+                if on_scan is not None else {}
         frames = BACKENDS[name].iter_frames(str(path), info, picker.resume_span(), size, backend_notes, **extra)
         try:
             try:
@@ -490,6 +494,10 @@ def _coded_size(path: str) -> tuple[int, int]:
         return int(s.codec_context.width), int(s.codec_context.height)
 
 
+def _with_scan(t: float, get, scan_size: Optional[tuple[int, int]]):
+    return (t, get) if scan_size is None else (t, get, partial(get, scan_size))
+
+
 def _pyav_rgb(frame, size: tuple[int, int], rotation: int, want: Optional[tuple[int, int]] = None) -> np.ndarray:
     w, h = want or size
     w, h = (h, w) if rotation in (90, 270) else (w, h)
@@ -616,7 +624,10 @@ class PyAVBackend:
     # when the demuxer lands after it, as MPEG-TS and some AVIs do.
     SEEK_MARGINS_S = (1.0, 30.0, None)
 
-    def iter_frames(self, path, info, span, size, notes):
+    def iter_frames(self, path, info, span, size, notes, scan_size=None):
+        """``scan_size``: also give each frame a getter of its picture at this size (the
+        shot scan's), converted from the decoded planes rather than shrunk from the
+        model's picture: most scanned frames are never model frames."""
         import av
 
         start = _seconds(info.start_time_s)
@@ -655,9 +666,9 @@ class PyAVBackend:
                             continue
                     chosen = True
                     if first is not None:
-                        yield first[:2]
+                        yield _with_scan(first[0], first[1], scan_size)
                         for t, get, _ in frames:
-                            yield t, get
+                            yield _with_scan(t, get, scan_size)
                     return
                 finally:
                     frames.close()  # before the container closes under it
