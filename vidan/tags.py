@@ -101,9 +101,12 @@ def class_embeddings(taxonomy: Taxonomy, encode) -> np.ndarray:
     """(K, D) unit vectors: each class is the mean of its prompts' embeddings."""
     from vidan.fusion import l2_normalize
 
-    rows = []
+    prompts = [p for c in taxonomy.classes for p in c.prompts]
+    emb = np.asarray(encode(prompts), np.float32)  # one call: a model call has a fixed cost
+    rows, i = [], 0
     for c in taxonomy.classes:
-        rows.append(l2_normalize(np.asarray(encode(list(c.prompts))).mean(axis=0)))
+        rows.append(l2_normalize(emb[i:i + len(c.prompts)].mean(axis=0)))
+        i += len(c.prompts)
     return np.stack(rows).astype(np.float32)
 
 
