@@ -34,3 +34,17 @@ def test_only_workers_and_api_reach_ray():
             continue
         found = imports(path)
         assert "ray" not in found and "workers" not in found, f"{path.relative_to(ROOT)} imports ray/workers"
+
+
+def test_stages_that_run_no_torch_model_load_without_importing_torch():
+    """Importing torch costs a worker about 1.5 s and 300 MB at every start: the decode,
+    audio, speech and finish stages, and the image classifier once its ONNX graph is
+    cached (``make install`` exports it), load without it on the CPU."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vidan.config import Config; from vidan.stages import load_stages; "
+            "load_stages(Config(), ['decode', 'audio', 'asr', 'finish', 'vision'], device='cpu', threads=1); "
+            "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr[-2000:]
