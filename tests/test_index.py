@@ -148,13 +148,21 @@ def test_every_group_a_commit_adds_carries_its_sidecar(tmp_path, base):
     assert sc.rows == st.num_rows
     assert np.array_equal(sc.small("segment_index"), st.column("segment_index").to_numpy())
     w = weights(st)
-    for mod, col in zip(MODALITIES, ("embedding", "visual_embedding", "text_embedding")):
+    vectors = sc.array("vectors")
+    for mi, (mod, col) in enumerate(zip(MODALITIES, ("embedding", "visual_embedding", "text_embedding"))):
         mat, present = as_matrix(st.column(col))
-        pos = sc.small(f"{mod}.pos")
-        assert np.array_equal(pos >= 0, present)
-        got = sc.array(f"{mod}.vectors")[pos[present]].astype(np.float32)
-        # the ranking's confidence weight is in the stored vector, to float16 precision
-        assert np.allclose(got, mat[present] * w[mod][present, None], atol=1e-3)
+        # the exact vectors re-scored for every hit: the ranking's confidence weight in, NaN where none
+        assert np.array_equal(~np.isnan(vectors[:, mi, 0]), present)
+        assert np.allclose(vectors[present, mi], mat[present] * w[mod][present, None], atol=1e-6)
+        # the int8 codes on the group's principal directions the lists are scanned with
+        rows, codes = sc.small(f"{mod}.rows"), sc.small(f"{mod}.codes").astype(np.float32)
+        approx = codes * sc.small(f"{mod}.scale") @ sc.small("basis").T
+        assert np.array_equal(np.sort(rows), np.flatnonzero(present))
+        assert np.abs(approx - vectors[rows, mi]).max() < 0.1
+    # what a hit shows, from the sidecar alone
+    rec = sc.records(np.array([4, 0]))
+    assert rec[1] == [st.column("path")[0].as_py(), 0.0, 5.0, st.column("transcript")[0].as_py(), None]
+    assert rec[0][3] == st.column("transcript")[4].as_py()
 
 
 def test_index_search_equals_exact_search(tmp_path, base):
@@ -234,8 +242,37 @@ def test_recall_at_10_on_a_50k_segment_report(tmp_path, enc):
         got, total = got + len(a & e), total + 10
     print(f"recall@10 {got / total:.3f}")
     assert got / total >= 0.95, got / total
-    # and not because it read everything: a query reads a small share of the vectors
+    # and not because it read everything: a query reads a small share of the vectors...
     assert index.probe_budget(50_000) < 50_000
+    # ...and of the sidecars' bytes (codes of the probed lists, exact vectors of a few hundred rows)
+    read = []
+    for sc in index.sidecars:
+        raw = sc._read
+        sc._read = lambda o, n, raw=raw: read.append(n) or raw(o, n)
+    index.search(_unit(topics[5]), 10)
+    size = sum((out / g.index).stat().st_size for g in store.latest().groups)
+    assert 0 < sum(read) < 0.05 * size, (sum(read), size)
+
+
+def test_a_small_groups_best_row_is_found_among_many_copies(tmp_path, enc):
+    # the originals and 20,000 rows of noisy copies: a probe reading 1.5% of those must
+    # still read the small group's one list (its centroid the mean of unlike rows)
+    out = tmp_path / "rep"
+    rng = np.random.default_rng(2)
+    # the many are all near the query's topic (their lists' centroids close to it), none
+    # of them as near as the original that says it
+    many = _unit(enc.encode(TEXTS[:1])[np.zeros(200, int)]
+                 + rng.standard_normal((200, 384)).astype(np.float32) * 2.0 / np.sqrt(384))
+    store = make_report(out, many, 5000, per_video=4, batch=2500, noise=0.8, fused_only=True)
+    make_report(store, enc.encode(TEXTS), 4, per_video=3, seed=7, noise=0.05, fused_only=True)
+    index = ReportIndex.open(store, store.latest())
+    q = enc.encode([TEXTS[0]])[0]
+    got, want = index.search(q, 3, probe=300), index.search(q, 3, exact=True)
+    best = int(np.argmax(want.score))
+    assert int(want.group[best]) == len(index.sidecars) - 1  # the small group's
+    assert (int(got.group[np.argmax(got.score)]), int(got.row[np.argmax(got.score)])) == \
+        (int(want.group[best]), int(want.row[best]))
+    assert np.max(got.score) == np.max(want.score)
 
 
 def test_the_index_on_s3(tmp_path, base, monkeypatch):

@@ -139,13 +139,18 @@ def rank_candidates(cands, segments, top: int = 10, query: str = "",
     lexical term, as ``rank`` scores them."""
     from vidan.index import MODALITIES
 
+    order, best = _best(cands, segments, top, query, lexical_weight)
+    return [_hit(segments.iloc[i], best[i], MODALITIES[int(cands.modality[i])]) for i in order]
+
+
+def _best(cands, segments, top: int, query: str, lexical_weight: float) -> tuple[list[int], np.ndarray]:
+    """The candidates' positions, best first (at most ``top``), and their final scores."""
     if len(segments) == 0:
-        return []
+        return [], np.zeros(0, np.float32)
     best = np.asarray(cands.score, np.float32).copy()
     if lexical_weight:
         best = best + lexical_weight * lexical_overlap(query, segments)
-    order = [i for i in np.argsort(-best, kind="stable") if np.isfinite(best[i])][:top]
-    return [_hit(segments.iloc[i], best[i], MODALITIES[int(cands.modality[i])]) for i in order]
+    return [i for i in np.argsort(-best, kind="stable") if np.isfinite(best[i])][:top], best
 
 
 def _hit(r, score: float, modality: str) -> Hit:
@@ -157,8 +162,8 @@ def _hit(r, score: float, modality: str) -> Hit:
                tags=[] if tags is None else list(tags))
 
 
-def candidate_rows(store, index, cands):
-    """The ``META_COLUMNS`` of each candidate, read from the row groups that hold them only."""
+def candidate_rows(store, index, cands, columns=META_COLUMNS):
+    """``columns`` of each candidate's segment row, read from the row groups that hold them only."""
     from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow as pa
@@ -172,7 +177,7 @@ def candidate_rows(store, index, cands):
         f = pq.ParquetFile(f"{base}/{index.groups[int(gi)].segments}", filesystem=fs)
         ends = np.cumsum([f.metadata.row_group(i).num_rows for i in range(f.metadata.num_row_groups)])
         rgs = np.unique(np.searchsorted(ends, rows, side="right"))
-        t = f.read_row_groups(rgs.tolist(), columns=META_COLUMNS, use_threads=False)
+        t = f.read_row_groups(rgs.tolist(), columns=list(columns), use_threads=False)
         starts = np.concatenate([[0], ends])[rgs]
         # row r of the file sits in the read table after the rows of earlier chosen row groups
         local = np.cumsum(np.concatenate([[0], ends[rgs] - starts]))[:-1]
@@ -185,6 +190,27 @@ def candidate_rows(store, index, cands):
     table = pa.concat_tables([t for _, t in parts])
     order = np.argsort(np.concatenate([m for m, _ in parts]))
     return table.take(pa.array(order)).to_pandas()
+
+
+def _indexed_hits(store, index, cands, top: int, query: str) -> list[Hit]:
+    """Hits of the index's candidates: what the lexical term reads and a hit shows comes
+    from the sidecars' records (a few small reads); only the tags of the final hits are
+    read from the part files (re-tagging changes them, not the sidecar)."""
+    import pandas as pd
+
+    from vidan.index import MODALITIES
+
+    recs = index.records(cands.group, cands.row)
+    frame = pd.DataFrame(recs, columns=["path", "start_s", "end_s", "transcript", "keywords"])
+    order, best = _best(cands, frame, top, query, LEXICAL_WEIGHT)
+    if not order:
+        return []
+    final = cands.take(np.asarray(order))
+    frame = frame.iloc[order].reset_index(drop=True)
+    frame["video_id"] = index.video_id(final.group, final.row)
+    frame["segment_index"] = index.segment_index(final.group, final.row)
+    frame["tag_labels"] = candidate_rows(store, index, final, ["tag_labels"])["tag_labels"].to_numpy()
+    return [_hit(frame.iloc[i], best[j], MODALITIES[int(cands.modality[j])]) for i, j in enumerate(order)]
 
 
 def search(query: str, reports: str | Path, top: int = 10, encoder=None,
@@ -216,7 +242,7 @@ def search(query: str, reports: str | Path, top: int = 10, encoder=None,
     cands = index.search(q, top, exact=method == "exact").within_reach(top, LEXICAL_WEIGHT)
     if not len(cands.row):
         return []
-    return rank_candidates(cands, candidate_rows(store, index, cands), top=top, query=query)
+    return _indexed_hits(store, index, cands, top, query)
 
 
 def _search_exact(q: np.ndarray, store, manifest, top: int, query: str) -> list[Hit]:
