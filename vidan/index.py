@@ -356,7 +356,7 @@ class ReportIndex:
         return cls(groups, sidecars)
 
     def _lists(self) -> dict:
-        """Per embedding, every group's centroids stacked, with each list's group, number
+        """Per embedding, every group's centroids stacked, with each list's group
         and size; and each group's basis and code scales (read once, kept)."""
         if self._coarse is None:
             def small(sc):
@@ -377,7 +377,6 @@ class ReportIndex:
                 coarse[mod] = {
                     "cent": [per[gi][f"{mod}.centroids"] for gi in gs],
                     "groups": np.concatenate([np.full(len(per[gi][f"{mod}.centroids"]), gi) for gi in gs]),
-                    "lists": np.concatenate([np.arange(len(per[gi][f"{mod}.centroids"])) for gi in gs]),
                     "sizes": np.concatenate([np.diff(per[gi][f"{mod}.offsets"]) for gi in gs]),
                     "lone": np.concatenate([np.full(len(per[gi][f"{mod}.centroids"]),
                                                     len(per[gi][f"{mod}.centroids"]) == 1) for gi in gs]),
