@@ -154,9 +154,10 @@ def test_media_error_and_dying_worker_in_ray_fail_only_their_file(ray_local, tar
         "failed", "decode", "video stream has no picture size")
     assert (killer.status, killer.error_stage) == ("failed", "decode")
     assert killer.error_message.startswith("worker process died: "), killer.error_message
-    # tried once and retried a bounded number of times, each try on a fresh worker
+    # tried once and retried a bounded number of times, each try on a fresh worker (Ray's
+    # retries, then, when the last one found the worker unreachable, the chain once more)
     pids = tries.read_text().split()
-    assert len(pids) == MAX_TASK_RETRIES + 1 and len(set(pids)) == len(pids)
+    assert MAX_TASK_RETRIES + 1 <= len(pids) <= 2 * (MAX_TASK_RETRIES + 1) and len(set(pids)) == len(pids)
 
 
 def test_a_call_stuck_in_a_ray_actor_fails_its_file_at_the_deadline(ray_local, targets, tmp_path):

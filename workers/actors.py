@@ -53,17 +53,19 @@ class Upstream:
 
 @dataclass(frozen=True)
 class Lost:
-    """An item whose previous stage's result was lost with its node: the driver sends the
-    item through its chain again."""
+    """An item whose previous stage's result was lost with its node, or whose previous
+    stage's actor could not be reached (``unreachable``: why): the driver sends the item
+    through its chain again."""
 
     stage: str
+    unreachable: str = ""
 
 
 def fetch(x: Any) -> Any:
     if not isinstance(x, Upstream):
         return x
     import ray
-    from ray.exceptions import ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
+    from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
 
     from vidan.records import VidanError
     from vidan.stages.registry import STAGES
@@ -73,6 +75,10 @@ def fetch(x: Any) -> Any:
         return ray.get(x.ref)
     except ObjectLostError:  # the node that held it is gone (results of actor calls are not rebuilt)
         return Lost(x.stage)
+    except ActorUnavailableError as e:
+        # Ray's retries all found the actor unreachable (a killed worker whose restart was
+        # not yet seen): not a verdict on the file, so the driver may try it once more
+        return Lost(x.stage, unreachable=str(e).splitlines()[0] or type(e).__name__)
     except RayTaskError as e:
         cause = e.cause if getattr(e, "cause", None) is not None else e
         return cause if isinstance(cause, VidanError) else VidanError(stage, f"{type(cause).__name__}: {cause}")

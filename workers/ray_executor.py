@@ -150,6 +150,7 @@ def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, t
 # times: calls that merely arrived while the actor was restarting go through, and a
 # file that kills its worker every time fails after that many tries instead of looping.
 MAX_TASK_RETRIES = 2
+UNREACHABLE_COOL_S = 10.0
 _SPLIT = object()
 _LOST = object()
 _UNAVAILABLE = object()
@@ -165,6 +166,7 @@ class _Actor:
     started: float = field(default_factory=time.monotonic)
     last_done: float = field(default_factory=time.monotonic)
     ended: Optional[float] = None
+    cool_until: float = 0.0  # unreachable lately: no calls before then
 
 
 @dataclass
@@ -212,6 +214,7 @@ class RayExecutor:
         self._items: dict[int, Any] = {}  # each handle's original item
         self._redone: dict[int, int] = {}  # how often an item was sent again after a lost node
         self._unavailable: dict[int, int] = {}  # how often an item's actor could not be reached
+        self._made_by: dict[int, _Actor] = {}  # the actor whose result an item carries to its next stage
         self._done: dict[int, Any] = {}
         self._next = 0
         self._model_ids: dict[str, str] = {}
@@ -377,8 +380,9 @@ class RayExecutor:
     def _dispatch(self, stage: str) -> None:
         spec = STAGES[stage]
         q = self._queues[stage]
+        now = time.monotonic()
         while q:
-            ready = [a for a in self._actors[stage] if a.inflight < spec.inflight]
+            ready = [a for a in self._actors[stage] if a.inflight < spec.inflight and a.cool_until <= now]
             if not ready or self._backlog_full(stage):
                 return
             a = min(ready, key=lambda a: a.inflight)
@@ -452,11 +456,23 @@ class RayExecutor:
                 from workers.actors import Upstream
 
                 self._route[h] = (chain, step + 1)
+                self._made_by[h] = a  # the actor holding its result, if it turns out unreachable
                 self._queues[stages[step + 1]].append((h, Upstream(call.stage, ref), secs))
                 self._queued_at[h] = now
                 nexts.add(stages[step + 1])
                 continue
             value = self._fetch(call, ref)
+            if isinstance(value, Lost) and value.unreachable:
+                # The actor that made its earlier result cannot be reached (killed, or on a
+                # node going away that Ray has not declared dead yet): it rests a while, and
+                # the item goes through its chain once more. A file that kills its worker
+                # every time then fails as one whose worker died.
+                self._cool(self._made_by.get(h), value.unreachable)
+                tries = self._unavailable.get(h, 0) + 1
+                self._unavailable[h] = tries
+                if tries <= 1 and self._restart(h, chain, secs, "an earlier stage's worker was unreachable"):
+                    continue
+                value = VidanError(STAGES[value.stage].report_stage, f"worker process died: {value.unreachable}")
             if value is _LOST or isinstance(value, Lost):
                 if self._again(h, chain, secs):
                     continue
@@ -464,7 +480,8 @@ class RayExecutor:
             if value is _UNAVAILABLE:
                 # Its actor could not be reached (its worker was killed, its node is going):
                 # Ray does not retry such a call, since it may have run; vidan's stages have
-                # no side effects, so it is sent again, a bounded number of times.
+                # no side effects, so it is sent again, to another actor, a bounded number of times.
+                self._cool(a, call.error)
                 tries = self._unavailable.get(h, 0) + 1
                 self._unavailable[h] = tries
                 value = _SPLIT if tries <= MAX_TASK_RETRIES else VidanError(
@@ -483,17 +500,32 @@ class RayExecutor:
         """Send an item through its chain again from the start (its earlier results were
         lost with a node); False once it has been sent again twice."""
         n = self._redone.get(h, 0)
-        if n >= 2 or h not in self._items:
+        if n >= 2:
             return False
         self._redone[h] = n + 1
+        return self._restart(h, chain, secs, "a lost node took its results")
+
+    def _restart(self, h: int, chain: str, secs: float, why: str) -> bool:
+        if h not in self._items:
+            return False
         self._route[h] = (chain, 0)
         self._queues[CHAINS[chain][0]].append((h, self._items[h], secs))
-        self.events.append((time.monotonic(), f"item {h} sent again: a lost node took its results"))
+        self.events.append((time.monotonic(), f"item {h} sent again: {why}"))
         self._dispatch(CHAINS[chain][0])
         return True
 
+    def _cool(self, a: Optional[_Actor], why: str) -> None:
+        """Send an unreachable actor nothing for ``UNREACHABLE_COOL_S``: long enough for
+        Ray to restart a killed worker, or to declare a lost node dead and restart the
+        actor elsewhere. (Killing it instead left calls hanging on a node going away.)"""
+        if a is None:
+            return
+        a.cool_until = time.monotonic() + UNREACHABLE_COOL_S
+        self.events.append((time.monotonic(), f"cooling {a.slot.stage}@{(a.slot.node_id or 'any')[:8]}: {why}"))
+
     def _finish(self, h: int, value: Any) -> None:
         self._route.pop(h, None)
+        self._made_by.pop(h, None)
         self._seconds.pop(h, None)
         self._queued_at.pop(h, None)
         self._items.pop(h, None)
