@@ -443,7 +443,7 @@ class Report:
             return None
         index = self._index
         if self._search_rows is None:  # read once: a warm query touches no parquet
-            self._search_rows = self._segment_frame(META_COLUMNS).reset_index(drop=True)
+            self._search_rows = _one_chunk(self._segment_frame(META_COLUMNS).reset_index(drop=True))
         rows = self._search_rows
         if int(index.offsets[-1]) != len(rows):
             return None  # this Report's rows are not the commit's (built by hand, filtered)
@@ -519,3 +519,16 @@ def _hits_frame(hits: list[dict], paths: Optional[pd.CategoricalDtype]) -> pd.Da
     if paths is not None:
         df["path"] = df["path"].astype(paths)
     return df.astype({"rank": "int64", "segment_index": "int64", "score": "float64"})
+
+
+def _one_chunk(df: pd.DataFrame) -> pd.DataFrame:
+    """Arrow-backed columns joined into one chunk each. A report's columns come in one
+    chunk per row group (246 at a million segments), and taking a query's few hundred
+    rows from that many chunks cost 6-9 ms a string column, from one chunk 0.1 ms."""
+    for c in df.columns:
+        arr = df[c].array
+        if hasattr(arr, "__arrow_array__"):
+            chunked = arr.__arrow_array__()
+            if getattr(chunked, "num_chunks", 1) > 1:
+                df[c] = pd.Series(pd.array(chunked.combine_chunks(), dtype=df[c].dtype), index=df.index)
+    return df
