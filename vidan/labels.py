@@ -1,5 +1,4 @@
-"""Sentence embeddings of the image classifier's class names (the ConSE label bank),
-and of a taxonomy's prompts.
+"""Sentence embeddings of the image classifier's class names (the ConSE label bank).
 
 Embedding 1,000 names takes seconds on a CPU, so the bank is cached on disk keyed by
 the text model and the exact label list.

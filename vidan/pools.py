@@ -106,11 +106,11 @@ def _cpu_slots(names: list[str], demand: Mapping[str, float], nodes: list[Node],
         cpus = math.floor(min(per, max(0.0, left[node.node_id])) * 1e4) / 1e4
         left[node.node_id] -= cpus
         on_node[node.node_id] += 1
-        slots.append(Slot(name, node.node_id, cpus, 0.0, "cpu", 1))
-    # One thread an actor, encoders included: on a node whose cores all stages share,
-    # a second thread only spins against the other stages (EfficientNet on 2 busy
-    # cores: 74 ms an image with 2 threads, 54 ms with 1).
-    return [Slot(s.stage, s.node_id, s.num_cpus, 0.0, "cpu", max(1, math.ceil(s.num_cpus))) for s in slots]
+        # One thread an actor, encoders included: on a node whose cores all stages share,
+        # a second thread only spins against the other stages (EfficientNet on 2 busy
+        # cores: 74 ms an image with 2 threads, 54 ms with 1).
+        slots.append(Slot(name, node.node_id, cpus, 0.0, "cpu", max(1, math.ceil(cpus))))
+    return slots
 
 
 def _split(n: int, weights: Mapping[str, float]) -> dict[str, int]:

@@ -215,9 +215,10 @@ def cached_taxonomy_embeddings(taxonomy) -> Optional[np.ndarray]:
     return load_array(_cache_name(taxonomy), len(taxonomy.classes))
 
 
-def taxonomy_embeddings(taxonomy, device: str = "cpu") -> np.ndarray:
+def taxonomy_embeddings(taxonomy, device: str = "cpu", encoder=None) -> np.ndarray:
     """(K, D) class embeddings of ``taxonomy``, cached on disk by prompts and text model:
-    re-tagging with a taxonomy seen before loads no model at all."""
+    re-tagging with a taxonomy seen before loads no model at all. ``encoder``: the
+    bundled MiniLM already loaded (the finishing stage's), else it is loaded here."""
     emb = cached_taxonomy_embeddings(taxonomy)
     if emb is not None:
         return emb
@@ -227,7 +228,7 @@ def taxonomy_embeddings(taxonomy, device: str = "cpu") -> np.ndarray:
 
     # a taxonomy is a few hundred short prompts: the numpy MiniLM embeds them in about the
     # time sentence-transformers takes to import, and gives the same vectors (same model_id)
-    emb = class_embeddings(taxonomy, load_fast_text_encoder().encode)
+    emb = class_embeddings(taxonomy, (encoder or load_fast_text_encoder()).encode)
     save_array(_cache_name(taxonomy), emb)
     return emb
 

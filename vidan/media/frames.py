@@ -139,8 +139,7 @@ def decode_part(path, info: MediaInfo, span: Span, cfg: FrameConfig,
         if name == "decord":
             extra = {"read_size": detect} if detect is not None else {}
         else:  # PyAV scales each scan frame straight from the decoded planes to the scan's size
-            extra = {"scan_size": (cfg.scan_width, max(1, int(round(size[1] * cfg.scan_width / size[0]))))} \
-                if on_scan is not None else {}
+            extra = {"scan_size": scan_dims(size, cfg.scan_width)} if on_scan is not None else {}
         frames = BACKENDS[name].iter_frames(str(path), info, picker.resume_span(), size, backend_notes, **extra)
         try:
             try:
@@ -210,12 +209,16 @@ def upright(img: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k)) if k else img
 
 
+def scan_dims(size: tuple[int, int], width: int) -> tuple[int, int]:
+    """(width, height) of the shot scan's pictures for pictures of ``size``: aspect kept."""
+    return width, max(1, int(round(size[1] * width / size[0])))
+
+
 def scan_image(img: np.ndarray, width: int) -> np.ndarray:
     import cv2
 
     h, w = img.shape[:2]
-    height = max(1, int(round(h * width / w)))
-    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+    return cv2.resize(img, scan_dims((w, h), width), interpolation=cv2.INTER_AREA)
 
 
 class _CallbackError(Exception):
@@ -805,7 +808,7 @@ def _keyframe_path(path: str, info: MediaInfo, span: Span, cfg: FrameConfig, siz
     scanner = _Picker(span, cfg, sent.scan, scan_span, model=False) if scanning else None
 
     rotation = info.rotation
-    scan_size = (cfg.scan_width, max(1, int(round(size[1] * cfg.scan_width / size[0]))))
+    scan_size = scan_dims(size, cfg.scan_width)
     model_fmt, scan_fmt, detect_fmt = VideoReformatter(), VideoReformatter(), VideoReformatter()
 
     def rgb(fmt, frame, want):

@@ -128,7 +128,6 @@ def load_classifier(device: str = "cpu", weights_path: Optional[str] = None, *, 
     labels = imagenet_labels()
     if runtime == "onnxruntime" or (runtime == "auto" and device == "cpu"):
         onnx_path = onnx_cache_path(path)
-        model = None
         if not onnx_path.is_file():
             model = _torch_model(path)  # bad or unsafe weights fail here, whatever the runtime
             try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from functools import partial
 
 from vidan.config import Config
 
@@ -13,7 +12,8 @@ class FinishStage:
         from vidan.labels import label_bank
         from vidan.models.text_fast import load_fast_text_encoder
         from vidan.models.vision import imagenet_labels
-        from vidan.tags import class_embeddings, load_taxonomy
+        from vidan.retag import taxonomy_embeddings
+        from vidan.tags import load_taxonomy
 
         self.config = config
         # MiniLM in numpy: the same vectors as sentence-transformers (tests/test_index.py)
@@ -23,8 +23,8 @@ class FinishStage:
         self.labels = imagenet_labels()
         self.label_emb = label_bank(self.text, self.labels)
         self.taxonomy = load_taxonomy(config.tags.taxonomy)
-        # the taxonomy's prompts are cached like the label bank: a nightly run re-embeds nothing
-        self.class_emb = class_embeddings(self.taxonomy, partial(label_bank, self.text))
+        # cached on disk as re-tagging caches it: a nightly run re-embeds nothing
+        self.class_emb = taxonomy_embeddings(self.taxonomy, encoder=self.text)
         self.model_id = self.text.model_id
         self.event_labels = None
         if config.detect.sound_events:
