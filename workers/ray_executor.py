@@ -152,7 +152,6 @@ def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, t
 MAX_TASK_RETRIES = 2
 UNREACHABLE_COOL_S = 10.0
 _SPLIT = object()
-_LOST = object()
 _UNAVAILABLE = object()
 
 
@@ -473,7 +472,7 @@ class RayExecutor:
                 if tries <= 1 and self._restart(h, chain, secs, "an earlier stage's worker was unreachable"):
                     continue
                 value = VidanError(STAGES[value.stage].report_stage, f"worker process died: {value.unreachable}")
-            if value is _LOST or isinstance(value, Lost):
+            if isinstance(value, Lost):
                 if self._again(h, chain, secs):
                     continue
                 value = VidanError(STAGES[call.stage].report_stage, "its results were lost with a node, three times")
@@ -543,7 +542,7 @@ class RayExecutor:
         try:
             return ray.get(ref)
         except ObjectLostError:  # the result was on a node that is gone
-            return _LOST
+            return Lost(call.stage)
         except RayTaskError as e:
             log.debug("%s stage failed in a worker:\n%s", call.stage, e)  # the remote traceback, for --debug
             cause = e.cause if getattr(e, "cause", None) is not None else e
