@@ -365,6 +365,11 @@ class ReportIndex:
                     if sc.has(mod):
                         for a in ("centroids", "offsets", "scale"):
                             out[f"{mod}.{a}"] = sc.small(f"{mod}.{a}")
+                        sc.small(f"{mod}.rows")
+                # what naming a hit needs, read now with the rest: a warm query reads only
+                # the vectors it re-scores (a group's first hit cost a read of its own)
+                sc.small("segment_index")
+                sc.videos()
                 return out
 
             with _pool() as pool:
@@ -397,12 +402,12 @@ class ReportIndex:
         restricts to those rows of each group number (``within``), all scored; ``exact``
         scores every row; ``probe`` is how many vectors of each embedding to read (default:
         ``probe_budget``)."""
-        from threadpoolctl import threadpool_limits
+        from vidan.models.text_fast import blas_threads
 
         q = np.asarray(q, np.float32)
         keep = max(MIN_CANDIDATES, CANDIDATES_PER_HIT * top)
         # one query's products are small: BLAS threads would only wait on each other
-        with threadpool_limits(1, user_api="blas"):
+        with blas_threads(1):
             if rows is not None:
                 return self._score(q, {gi: np.asarray(r, np.int64) for gi, r in rows.items()})
             if exact:

@@ -12,6 +12,8 @@ against the sentence-transformers encoder.
 
 from __future__ import annotations
 
+import functools
+
 import json
 import math
 from pathlib import Path
@@ -54,7 +56,7 @@ class FastTextEncoder:
         """float32 (N, dim), each row L2-normalised, so a dot product is the cosine."""
         if isinstance(texts, str):
             raise TypeError("encode takes a list of strings, not one string")
-        with _blas_threads(1 if len(texts) <= 16 else None):
+        with blas_threads(1 if len(texts) <= 16 else None):
             return self._encode(texts, batch_size)
 
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
@@ -107,12 +109,21 @@ class FastTextEncoder:
         return (pooled / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
-def _blas_threads(n: Optional[int]):
+def blas_threads(n: Optional[int]):
     """BLAS on ``n`` threads inside the block. A query's matrices are tiny: OpenBLAS's
     threads only wait on each other, 15 ms a query becomes 200 ms on a busy machine."""
-    from threadpoolctl import threadpool_limits
+    from contextlib import nullcontext
 
-    return threadpool_limits(n, user_api="blas")
+    return nullcontext() if n is None else _threadpools().limit(limits=n, user_api="blas")
+
+
+@functools.lru_cache(maxsize=1)
+def _threadpools():
+    # finding the loaded BLAS libraries walks every shared object of the process (about
+    # 2 ms): once, not per query; numpy's BLAS is loaded by then
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _dense(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
