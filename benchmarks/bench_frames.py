@@ -37,8 +37,10 @@ from _common import block, header, machine, parser, publish
 
 from vidan import synth
 from vidan.config import Config, ShotConfig
-from vidan.media import frames as frames_mod
 from vidan.media.ffmpeg_bin import ffmpeg_exe
+from vidan.media.frames import backend as frame_backend
+from vidan.media.frames import decode_part
+from vidan.media.frames.keyframes import _KEY_GAP_SLACK_S, MAX_KEY_GAP_S
 from vidan.media.probe import probe
 from vidan.records import Span
 from vidan.shots import ShotDetector
@@ -137,8 +139,7 @@ def stage(path: Path, before: bool):
     span = Span(0.0, info.duration_s)
     t0 = time.process_time()
     det = (SceneDetectShots if before else ShotDetector)(config.shots)
-    decoded = frames_mod.decode_part(path, info, span, config.frames, on_scan=det.push, scan_span=span,
-                                     fast=not before)
+    decoded = decode_part(path, info, span, config.frames, on_scan=det.push, scan_span=span, fast=not before)
     cuts = det.finish()
     return time.process_time() - t0, decoded, cuts
 
@@ -157,7 +158,7 @@ def key_gap(path: Path) -> float:
 
 
 def run(folder: Path, repeat: int) -> dict[str, Any]:
-    frames_mod.DECODE_THREADS = 1
+    frame_backend.DECODE_THREADS = 1
     rows = []
     for content, label, path in make(folder):
         limit = min(decode_limit(path) for _ in range(repeat))
@@ -171,7 +172,7 @@ def run(folder: Path, repeat: int) -> dict[str, Any]:
         (b_s, b_dec, b_cuts), (a_s, a_dec, a_cuts) = runs[True], runs[False]
         gap = key_gap(path)
         # decode_part takes the keyframe path on exactly this condition (read from the packet index)
-        path_taken = "keyframes" if gap <= frames_mod.MAX_KEY_GAP_S + frames_mod._KEY_GAP_SLACK_S else "full decode"
+        path_taken = "keyframes" if gap <= MAX_KEY_GAP_S + _KEY_GAP_SLACK_S else "full decode"
         rows.append({"file": content, "keyframes": label, "max_key_gap_s": gap, "limit_s": limit,
                      "before_s": b_s, "after_s": a_s, "after_path": path_taken,
                      "frames_before": len(b_dec.times_s), "frames_after": len(a_dec.times_s),
@@ -179,7 +180,7 @@ def run(folder: Path, repeat: int) -> dict[str, Any]:
                      "cuts_after": [(round(c.t_s, 3), c.kind) for c in a_cuts],
                      "same_cuts": same_cuts(b_cuts, a_cuts, 1 / 25)})
     return {"params": {"size": list(SIZE), "duration_s": DURATION_S, "fps": 25, "threads": 1, "repeat": repeat,
-                       "max_key_gap_s": frames_mod.MAX_KEY_GAP_S}, "rows": rows}
+                       "max_key_gap_s": MAX_KEY_GAP_S}, "rows": rows}
 
 
 def render(record: dict[str, Any]) -> str:

@@ -173,7 +173,7 @@ def speech_alone(path: Path) -> tuple[float, int]:
 def frame_stage(path: Path) -> tuple[float, float]:
     """(frame stage CPU s, ffmpeg full decode CPU s), both one decoder thread, as bench_frames measures."""
     import bench_frames
-    from vidan.media import frames as frames_mod
+    from vidan.media.frames import backend as frames_mod  # where the decoders read DECODE_THREADS
 
     threads = frames_mod.DECODE_THREADS
     frames_mod.DECODE_THREADS = 1

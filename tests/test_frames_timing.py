@@ -15,7 +15,8 @@ import pytest
 from vidan import synth
 from vidan.config import FrameConfig
 from vidan.media.ffmpeg_bin import ffmpeg_exe
-from vidan.media.frames import _missing_frames, decode_part as _decode_part
+from vidan.media.frames import decode_part as _decode_part
+from vidan.media.frames.clock import _missing_frames
 from vidan.media.probe import probe
 from vidan.records import Span
 
