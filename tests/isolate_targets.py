@@ -122,3 +122,18 @@ def die_noting(marker: str) -> None:
 
 def stall(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def say_and_fail(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+    raise ValueError(text)
+
+
+def hang_noting(pid_file: str) -> None:
+    with open(pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(3600)

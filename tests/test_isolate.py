@@ -162,3 +162,97 @@ def test_real_probe_in_batch(tmp_path):
 def test_import_that_needs_more_address_space_names_the_limit():
     err = _fails("import_torch", "memory limit", memory_mb=1024)
     assert err.message.startswith("exceeded memory limit of 1024 MiB (ImportError:")
+
+
+# --- IsolatedWorker: one long-lived child for many calls (the decode stage's) -------------
+
+def test_worker_runs_many_calls_in_one_child_and_each_bad_call_fails_alone():
+    from vidan.media.isolate import IsolatedWorker
+
+    w = IsolatedWorker(memory_mb=1024)
+    try:
+        first = w.call(T + "pid", {}, stage=STAGE_DECODE, timeout_s=20)
+        assert first != os.getpid() and w.call(T + "pid", {}, stage=STAGE_DECODE, timeout_s=20) == first
+        value = w.call(T + "big_array", {"n_mb": 64, "seed": 5}, stage=STAGE_DECODE, timeout_s=60)
+        assert np.array_equal(value, np.random.default_rng(5).integers(0, 256, 64 * 1024 * 1024, dtype=np.uint8))
+
+        outcomes = {}
+        for target, kw in [("crash", {}), ("hang", {}), ("eat_memory", {}), ("raise_media_error", {}),
+                           ("exit_hard", {"code": 3})]:
+            t0 = time.monotonic()
+            with pytest.raises(MediaError) as err:
+                w.call(T + target, kw, stage=STAGE_DECODE, timeout_s=2.0)
+            assert err.value.stage == STAGE_DECODE and time.monotonic() - t0 < 15
+            outcomes[target] = err.value.message
+            # the next call works, in the same child when this one survived, else a new one
+            assert w.call(T + "echo", {"k": target}, stage=STAGE_DECODE, timeout_s=20) == {"k": target}
+        assert outcomes["crash"].startswith("decoder process crashed (SIGSEGV)")
+        assert "about to dereference NULL" in outcomes["crash"]
+        assert outcomes["hang"] == "timed out after 2 s"
+        assert outcomes["eat_memory"].startswith("exceeded memory limit of 1024 MiB")
+        assert outcomes["raise_media_error"] == "moov atom not found"
+        assert outcomes["exit_hard"] == "decoder process exited with code 3"
+        assert w.call(T + "pid", {}, stage=STAGE_DECODE, timeout_s=20) != first  # replaced after the crash
+    finally:
+        w.close()
+
+
+def test_worker_error_carries_only_its_own_calls_stderr():
+    from vidan.media.isolate import IsolatedWorker
+
+    w = IsolatedWorker()
+    try:
+        with pytest.raises(MediaError, match="first words"):
+            w.call(T + "say_and_fail", {"text": "first words"}, stage=STAGE_DECODE, timeout_s=20)
+        with pytest.raises(MediaError) as err:
+            w.call(T + "say_and_fail", {"text": "second words"}, stage=STAGE_DECODE, timeout_s=20)
+        assert "second words" in err.value.message and "first words" not in err.value.message
+    finally:
+        w.close()
+
+
+def test_worker_child_is_replaced_after_max_calls_and_gone_when_closed():
+    from vidan.media.isolate import IsolatedWorker
+
+    w = IsolatedWorker(max_calls=3)
+    pids = [w.call(T + "pid", {}, stage=STAGE_DECODE, timeout_s=20) for _ in range(7)]
+    assert pids[0] == pids[1] == pids[2] != pids[3] == pids[4] == pids[5] != pids[6]
+    w.close()
+    assert not _alive(pids[6], within_s=5)
+
+
+def test_worker_child_does_not_outlive_a_killed_parent(tmp_path):
+    """A Ray actor killed mid-part (OOM, node lost) must not leave its decoder running."""
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "child.pid"
+    code = ("import sys; sys.path.insert(0, 'tests'); from vidan.media.isolate import IsolatedWorker; "
+            f"IsolatedWorker().call('isolate_targets:hang_noting', {{'pid_file': {str(pid_file)!r}}}, "
+            "stage='decode', timeout_s=3600)")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+        assert _alive(child, within_s=0)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert not _alive(child, within_s=10)
+
+
+def _alive(pid: int, within_s: float) -> bool:
+    """Whether ``pid`` is still running after up to ``within_s`` seconds of waiting for it to end."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    return False  # ended, not yet reaped
+        except FileNotFoundError:
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.1)

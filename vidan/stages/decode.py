@@ -2,8 +2,8 @@
 shot cuts found in the same pass and the people and faces seen in each sampled frame.
 
 Runs on CPU (one core an actor, as many actors as the cluster has cores for). Native
-decoding runs in an isolated child (``run_isolated``), so a decoder that crashes, hangs
-or eats memory fails one part, not the worker.
+decoding runs in an isolated child (``IsolatedWorker``, one long-lived child an actor),
+so a decoder that crashes, hangs or eats memory fails one part, not the worker.
 """
 
 from __future__ import annotations
@@ -107,6 +107,7 @@ class DecodeStage:
         # the isolated child loads its own copy (the models are small)
         det = _Detections(config)
         self._ids = {k: d.model_id for k, d in (("faces", det.faces), ("people", det.people)) if d is not None}
+        self._child = None
 
     def model_ids(self) -> dict[str, str]:
         return dict(self._ids)
@@ -115,14 +116,16 @@ class DecodeStage:
         return [self._one(job) for job in jobs]
 
     def _one(self, job) -> DecodedPart:
-        from vidan.media.isolate import run_isolated
+        from vidan.media.isolate import IsolatedWorker
 
         lim = self.config.limits
+        if self._child is None:
+            self._child = IsolatedWorker(memory_mb=lim.memory_mb)
         with job.local() as path:
-            return run_isolated(
+            return self._child.call(
                 "vidan.stages.decode:decode_for_model",
                 dict(path=path, info=job.info, span=job.span, config=self.config),
-                stage=STAGE_DECODE, timeout_s=lim.file_timeout_s, memory_mb=lim.memory_mb,
+                stage=STAGE_DECODE, timeout_s=lim.file_timeout_s,
             )
 
 
