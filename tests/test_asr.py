@@ -276,6 +276,13 @@ def test_pack_windows_shares_windows_and_never_overfills_them():
         assert b.start == a.end
     alone = pack_windows(pieces, window=100, gap=5, share=False)
     assert all(len(w.items) == 1 for w in alone)
+    # another clip joins only while the window stays within share_fill; one clip's own
+    # pieces still fill the whole window
+    capped = pack_windows({0: [(0, 30), (40, 80)], 1: [(0, 20)], 2: [(0, 10)], 3: [(0, 10)]},
+                          window=100, gap=5, share_fill=45)
+    assert [[(p.item, p.src_start) for p in w.pieces] for w in capped] == [[(0, 0), (0, 40)], [(1, 0), (2, 0)],
+                                                                           [(3, 0)]]
+    assert capped[0].end - capped[0].start == 70 and capped[1].end - capped[1].start == 35
     with pytest.raises(ValueError, match="longer than a window"):
         pack_windows({0: [(0, 101)]}, window=100, gap=0)
 
@@ -295,6 +302,10 @@ def test_assign_words_maps_back_to_each_clip_and_never_across():
     assert [x[2] for x in out[1]] == [" c", " d"]
     assert out[1][0][:2] == pytest.approx((10.0, 10.0))
     assert out[1][1][:2] == pytest.approx((10.5, 11.0))
+    # Whisper stretches the first word after a pause back over it: "To" timed from clip
+    # 0's last word to where it is heard in clip 1 has its middle nearer clip 0's end
+    stretched = assign_words([(1.3, 3.0, " To", 0.9)], [w])
+    assert list(stretched) == [1] and stretched[1][0][:2] == pytest.approx((10.0, 10.5))
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -366,10 +377,11 @@ def test_windows_shared_only_when_asked(base_asr, clips, monkeypatch):
     real = base_asr._decode
     monkeypatch.setattr(base_asr, "_decode", lambda p, lang, share: seen.append(share) or real(p, lang, share))
     items = [SpeechItem(clips[n], 10.0 * k, language="en") for k, n in enumerate(NAMES[:2])]
-    base_asr.transcribe_many(items)  # the default keeps each clip in its own windows
-    monkeypatch.setattr(base_asr, "cfg", dataclasses.replace(base_asr.cfg, share_windows=True))
+    assert base_asr.cfg.share_windows  # the default: short clips share windows
     out = base_asr.transcribe_many(items)
-    assert seen == [False, True]
+    monkeypatch.setattr(base_asr, "cfg", dataclasses.replace(base_asr.cfg, share_windows=False))
+    base_asr.transcribe_many(items)
+    assert seen == [True, False]
     for n, t in zip(NAMES, out):
         assert word_error_rate(synth.speech_text(n), t.text) <= 0.15
 

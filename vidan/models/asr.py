@@ -46,6 +46,15 @@ WINDOW_S = 30.0  # Whisper hears 30 seconds at a time
 # Silence put between two clips' speech in a shared window, so Whisper hears a pause
 # rather than one run-on sentence, and a word cannot straddle the seam.
 ITEM_GAP_S = 0.5
+# A word in a shared window is placed by the point this share of its length before its end.
+END_SHARE = 0.2
+# Another clip's speech joins a window only while the window stays this short. Whisper
+# base misheard words of a clip packed after three or four other clips' sentences (40
+# clips of 8 s: mean WER 0.011 with a window each, 0.035 to 0.047 in full 30 s windows,
+# one clip 0.36). Up to 18 s, about three 5 s sentences: mean 0.019, no clip worse than
+# its worst alone (0.077), in 42% less time. One clip's own speech still fills whole
+# windows, so a long talk costs what it did.
+SHARED_FILL_S = 18.0
 # Language detection hears the first speech of a clip at its own length, not padded to a
 # 30-second window: CTranslate2's encoder takes shorter inputs, and 8 s of speech cost a
 # fifth of the padded window's time (1.2 s a clip on one busy core) with the same guesses
@@ -228,11 +237,15 @@ class Window:
         return {p.item for p in self.pieces}
 
 
-def pack_windows(pieces: dict[int, list[tuple[int, int]]], *, window: int, gap: int, share: bool = True) -> list[Window]:
+def pack_windows(pieces: dict[int, list[tuple[int, int]]], *, window: int, gap: int, share: bool = True,
+                 share_fill: Optional[int] = None) -> list[Window]:
     """Lay the items' speech pieces (samples, each at most ``window`` long) one after
     another into windows of at most ``window`` samples, in item order, ``gap`` silent
-    samples between two items' pieces. ``share=False`` gives every item windows of its
-    own (needed to score one item's transcript alone)."""
+    samples between two items' pieces. A piece of another item than the last joins a
+    window only while the window stays within ``share_fill`` samples (default
+    ``window``). ``share=False`` gives every item windows of its own (needed to score
+    one item's transcript alone)."""
+    fill = window if share_fill is None else min(window, share_fill)
     windows: list[Window] = []
     cur: list[Piece] = []
     cur_start = 0
@@ -247,8 +260,9 @@ def pack_windows(pieces: dict[int, list[tuple[int, int]]], *, window: int, gap: 
                 continue
             if n > window:
                 raise ValueError(f"a speech piece of {n} samples is longer than a window ({window})")
-            lead = gap if cur and cur[-1].item != item else 0
-            if cur and pos + lead + n - cur_start > window:
+            other = bool(cur) and cur[-1].item != item
+            lead = gap if other else 0
+            if cur and pos + lead + n - cur_start > (fill if other else window):
                 windows.append(Window(cur_start, pos, tuple(cur)))
                 cur, cur_start, lead = [], pos, 0
             pos += lead
@@ -261,17 +275,19 @@ def pack_windows(pieces: dict[int, list[tuple[int, int]]], *, window: int, gap: 
 
 def assign_words(words: Iterable[RawWord], windows: Sequence[Window]) -> dict[int, list[RawWord]]:
     """Words timed in the concatenated audio -> each item's words timed from the start of
-    its own audio. A word belongs to the piece holding its middle (or the nearest piece
-    of its window, for a word heard in a gap) and is clamped into that piece: a word
-    never leaks into another item."""
+    its own audio. A word belongs to the piece holding a point near its end (the nearest
+    piece of its window when that point is in a gap) and is clamped into that piece: a
+    word never leaks into another item. Near its end, not its middle: Whisper stretches
+    the first word after a pause back over the silence (the next clip's "To" timed from
+    the end of this clip's last word, 1.7 s long), while words end where they are heard."""
     starts = [w.start for w in windows]
     out: dict[int, list[RawWord]] = {}
     for start_s, end_s, text, prob in words:
-        mid = (start_s + end_s) / 2 * RATE
-        k = max(0, int(np.searchsorted(starts, mid, side="right")) - 1)
+        at = (end_s - END_SHARE * max(0.0, end_s - start_s)) * RATE
+        k = max(0, int(np.searchsorted(starts, at, side="right")) - 1)
         win = windows[k]
-        piece = min(win.pieces, key=lambda p: 0.0 if p.dst_start <= mid < p.dst_end
-                    else min(abs(mid - p.dst_start), abs(mid - p.dst_end)))
+        piece = min(win.pieces, key=lambda p: 0.0 if p.dst_start <= at < p.dst_end
+                    else min(abs(at - p.dst_start), abs(at - p.dst_end)))
         lo, hi = piece.dst_start / RATE, piece.dst_end / RATE
         s = min(max(start_s, lo), hi)
         e = min(max(end_s, s), hi)
@@ -635,7 +651,7 @@ class FasterWhisperAsr(_Whisper):
         if not preps:
             return {}
         windows = pack_windows({i: p.pieces for i, p in preps.items()}, window=int(WINDOW_S * RATE),
-                               gap=int(ITEM_GAP_S * RATE), share=share)
+                               gap=int(ITEM_GAP_S * RATE), share=share, share_fill=int(SHARED_FILL_S * RATE))
         audio = np.zeros(windows[-1].end, np.float32)
         for w in windows:
             for p in w.pieces:
