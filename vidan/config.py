@@ -177,9 +177,10 @@ class WorkerConfig:
     replan_s: float = 5.0  # how often pools are re-planned from the cluster and measured demand
     # A GPU pool is kept through lulls this long: reloading models costs minutes.
     gpu_keep_s: float = 600.0
-    # A pool grows only for work that outlasts a model load by far: this many seconds
-    # of measured work left per actor.
-    grow_min_s: float = 20.0
+    # A pool grows only for work that outlasts a model load (1 to 2 s for the CPU
+    # models) by far: this many seconds of measured work left per actor. At 20 s a
+    # folder's speech ran on one actor while the core decoding had freed sat idle.
+    grow_min_s: float = 6.0
 
     def validate(self) -> None:
         if self.gpu_wait_s < 0 or self.gpus < 0 or self.replan_s <= 0:

@@ -7,8 +7,8 @@ that is behind, encoders ask for GPUs the autoscaler has not started yet.
 
 Items move between stages as object references: the driver hands a decoder's result
 to an encoder without fetching it. Each stage has a bounded queue here; an actor gets
-at most ``spec.inflight`` calls at once (two for encoders: the next batch is waiting
-when one ends), and encoder calls carry parts of many videos. A crashed actor is
+at most ``spec.inflight`` calls at once on a GPU (two for encoders: the next batch is
+waiting when one ends) and one on a CPU, and encoder calls carry parts of many videos. A crashed actor is
 restarted by Ray (``max_restarts``) and the call retried a bounded number of times
 (``MAX_TASK_RETRIES``); a batched call that keeps dying is split so one file fails alone.
 """
@@ -26,7 +26,8 @@ from vidan.cluster import ClusterError, check_reachable, cluster_address, is_loo
 from vidan.config import Config
 from vidan.records import VidanError
 from vidan.pools import Node, Slot, diff, plan
-from vidan.stages.registry import CHAINS, STAGES, chain_result, item_seconds, take_batch
+from vidan.stages.registry import (CHAINS, FINISH_CHAIN, STAGES, batch_seconds, chain_result, item_seconds,
+                                    take_batch)
 from workers.actors import Lost
 
 log = logging.getLogger("vidan")
@@ -168,6 +169,14 @@ class _Actor:
     cool_until: float = 0.0  # unreachable lately: no calls before then
 
 
+def _inflight(spec, a: _Actor) -> int:
+    """Calls an actor may hold. A GPU must never wait for its next batch; a CPU actor
+    gains nothing from a queued call (a call takes seconds, the hand-off milliseconds),
+    a call queued there is work a newly started actor of the stage cannot take, and it
+    dies with the actor when the call ahead of it kills the worker."""
+    return spec.inflight if a.slot.device == "cuda" else 1
+
+
 @dataclass
 class _Call:
     stage: str
@@ -225,6 +234,7 @@ class RayExecutor:
         self._gpu_wait_until = 0.0
         self._asked_gpus = False
         self._seen_ids: set[str] = set()
+        self._pending_ids: dict[str, tuple[_Actor, Any]] = {}
         self.events: list[tuple[float, str]] = []  # what the planner did, for tests and --debug
 
     # --- start and plan -------------------------------------------------------------
@@ -320,12 +330,12 @@ class RayExecutor:
             new.append(a)
         self.events.append((time.monotonic(), "started " + ", ".join(
             f"{s.stage}@{(s.node_id or 'any')[:8]}/{s.device}" for s in slots)))
-        # actors load their models in parallel; ids are read once per stage, for provenance
-        firsts = {a.slot.stage: a for a in new if a.slot.stage not in self._seen_ids}
-        if firsts:
-            for ids in ray.get([a.handle.model_ids.remote() for a in firsts.values()]):
-                self._model_ids.update(ids)
-            self._seen_ids.update(firsts)
+        # actors load their models in parallel, and calls queue at an actor until it has:
+        # the driver does not wait for the slowest model before decoding starts. Ids are
+        # read once per stage, for provenance, as they come (``_take_ids``).
+        for stage, a in {a.slot.stage: a for a in new if a.slot.stage not in self._seen_ids}.items():
+            self._pending_ids[stage] = (a, a.handle.model_ids.remote())
+            self._seen_ids.add(stage)
         for name in {a.slot.stage for a in new}:
             self._dispatch(name)
 
@@ -354,6 +364,8 @@ class RayExecutor:
     # --- moving items -----------------------------------------------------------------
 
     def submit(self, chain: str, item: Any) -> int:
+        if chain == FINISH_CHAIN:
+            self._take_ids(block=True)  # a finished video's provenance names every model
         h = self._next
         self._next += 1
         first = CHAINS[chain][0]
@@ -381,21 +393,22 @@ class RayExecutor:
         q = self._queues[stage]
         now = time.monotonic()
         while q:
-            ready = [a for a in self._actors[stage] if a.inflight < spec.inflight and a.cool_until <= now]
+            ready = [a for a in self._actors[stage] if a.inflight < _inflight(spec, a) and a.cool_until <= now]
             if not ready or self._backlog_full(stage):
                 return
             a = min(ready, key=lambda a: a.inflight)
             if q[0][0] in self._alone:
                 batch = [q.popleft()]
             else:
-                full = len(q) >= spec.batch or (spec.batch_s and sum(x[2] for x in q) >= spec.batch_s)
+                limit_s = batch_seconds(spec, a.slot.device)
+                full = len(q) >= spec.batch or (limit_s and sum(x[2] for x in q) >= limit_s)
                 if not full and spec.batch > 1:
                     if a.inflight:
                         return  # wait for a fuller batch while this actor is busy anyway
                     waited = time.monotonic() - self._queued_at.get(q[0][0], 0.0)
                     if waited < spec.batch_wait_s and self._upstream_busy(stage):
                         return  # more items are on their way: let the batch fill a little
-                batch = take_batch(spec, q)
+                batch = take_batch(spec, q, limit_s)
             self._send(stage, a, batch)
 
     def _upstream_busy(self, stage: str) -> bool:
@@ -416,9 +429,26 @@ class RayExecutor:
         self._ncalls[stage] += 1
         self._filled[stage] += len(batch)
 
+    def _take_ids(self, block: bool) -> None:
+        """Model ids of the stages whose first actor has loaded (all of them if ``block``).
+        A model that failed to load fails the run here, with its own error."""
+        import ray
+
+        if not self._pending_ids:
+            return
+        refs = [ref for _, ref in self._pending_ids.values()]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=None if block else 0)
+        now = time.monotonic()
+        for stage, (a, ref) in list(self._pending_ids.items()):
+            if ref in ready:
+                self._model_ids.update(ray.get(ref))
+                del self._pending_ids[stage]
+                a.last_done = max(a.last_done, now)  # loading is not busy time
+
     def wait(self, timeout: float) -> list[int]:
         import ray
 
+        self._take_ids(block=False)
         self._replan()
         for name in STAGES:
             self._dispatch(name)

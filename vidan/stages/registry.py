@@ -39,6 +39,10 @@ class StageSpec:
     memory_mb: int = 0  # heap one actor needs beyond its models (0: no reservation)
     batch: int = 1  # items per call: encoders take parts of many videos at once
     batch_s: float = 0.0  # ...and at most this many seconds of media a call (0: no limit)
+    # ...or this many on a CPU actor (0: as batch_s): a CPU gains little from a big batch,
+    # and smaller calls let videos finish one by one and an actor started mid-run share
+    # the work left (one call of a whole folder's speech kept the second core idle)
+    cpu_batch_s: float = 0.0
     inflight: int = 1  # calls queued at one actor, so the next batch is there when one ends
     # while earlier stages are still producing, a part-full batch waits this long for more
     # items before it goes to an idle actor: fuller batches, at a bounded delay
@@ -58,8 +62,8 @@ VISION = StageSpec("vision", "vidan.stages.vision:VisionStage", STAGE_VISION, "D
 AUDIO = StageSpec("audio", "vidan.stages.audio:AudioStage", STAGE_AUDIO, "PartJob", "HeardPart",
                   cpus=1.0, memory_mb=512, inflight=2, weight=0.04)
 ASR = StageSpec("asr", "vidan.stages.asr:AsrStage", STAGE_ASR, "HeardPart", "AudioPart",
-                scale=GPU, cpus=1.0, gpus=0.5, batch=8, batch_s=300.0, inflight=2, batch_wait_s=2.0,
-                weight=0.15)
+                scale=GPU, cpus=1.0, gpus=0.5, batch=8, batch_s=300.0, cpu_batch_s=60.0, inflight=2,
+                batch_wait_s=2.0, weight=0.15)
 FINISH = StageSpec("finish", "vidan.stages.finish:FinishStage", STAGE_FUSE, "FinishJob", "rows",
                    scale=ONE, cpus=0.0, inflight=2)
 
@@ -81,13 +85,20 @@ def item_seconds(item: Any) -> float:
     return span.duration_s if span is not None else 0.0
 
 
-def take_batch(spec: StageSpec, queue, seconds=item_seconds) -> list:
+def batch_seconds(spec: StageSpec, device: str) -> float:
+    """Seconds of media one call of ``spec`` may carry on ``device`` (0: no limit)."""
+    return spec.cpu_batch_s if device == "cpu" and spec.cpu_batch_s else spec.batch_s
+
+
+def take_batch(spec: StageSpec, queue, limit_s: float | None = None) -> list:
     """Pop the next batch off ``queue`` (a deque of (handle, item, seconds)): up to
-    ``spec.batch`` items and ``spec.batch_s`` seconds of media, at least one item."""
+    ``spec.batch`` items and ``limit_s`` (default ``spec.batch_s``) seconds of media, at
+    least one item."""
+    limit_s = spec.batch_s if limit_s is None else limit_s
     out, total = [], 0.0
     while queue and len(out) < spec.batch:
         s = queue[0][2]
-        if out and spec.batch_s and total + s > spec.batch_s:
+        if out and limit_s and total + s > limit_s:
             break
         out.append(queue.popleft())
         total += s
