@@ -365,11 +365,6 @@ class ReportIndex:
                     if sc.has(mod):
                         for a in ("centroids", "offsets", "scale"):
                             out[f"{mod}.{a}"] = sc.small(f"{mod}.{a}")
-                        sc.small(f"{mod}.rows")
-                # what naming a hit needs, read now with the rest: a warm query reads only
-                # the vectors it re-scores (a group's first hit cost a read of its own)
-                sc.small("segment_index")
-                sc.videos()
                 return out
 
             with _pool() as pool:

@@ -8,8 +8,8 @@ that is behind, encoders ask for GPUs the autoscaler has not started yet.
 Items move between stages as object references: the driver hands a decoder's result
 to an encoder without fetching it. Each stage has a bounded queue here; an actor gets
 at most ``spec.inflight`` calls at once on a GPU (two for encoders: the next batch is
-waiting when one ends) and one on a CPU, and encoder calls carry parts of many videos. A crashed actor is
-restarted by Ray (``max_restarts``) and the call retried a bounded number of times
+waiting when one ends) and one on a CPU, and encoder calls carry parts of many videos.
+A crashed actor is restarted by Ray (``max_restarts``) and the call retried a bounded number of times
 (``MAX_TASK_RETRIES``); a batched call that keeps dying is split so one file fails alone.
 """
 
@@ -365,7 +365,7 @@ class RayExecutor:
 
     def submit(self, chain: str, item: Any) -> int:
         if chain == FINISH_CHAIN:
-            self._take_ids(block=True)  # a finished video's provenance names every model
+            self._take_ids(block=True)  # a finished video's provenance names the models that made it
         h = self._next
         self._next += 1
         first = CHAINS[chain][0]
@@ -430,14 +430,20 @@ class RayExecutor:
         self._filled[stage] += len(batch)
 
     def _take_ids(self, block: bool) -> None:
-        """Model ids of the stages whose first actor has loaded (all of them if ``block``).
+        """Model ids of the stages whose first actor has loaded. ``block``: also wait for
+        those whose actor has finished a call (its ids were asked before any call, so
+        they are there); an actor still unplaced (a GPU not up yet) is not waited for.
         A model that failed to load fails the run here, with its own error."""
         import ray
 
         if not self._pending_ids:
             return
         refs = [ref for _, ref in self._pending_ids.values()]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=None if block else 0)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        if block:
+            due = [ref for a, ref in self._pending_ids.values() if a.calls and ref not in ready]
+            if due:
+                ready += ray.wait(due, num_returns=len(due))[0]
         now = time.monotonic()
         for stage, (a, ref) in list(self._pending_ids.items()):
             if ref in ready:
