@@ -1,13 +1,14 @@
 """What each stage costs on one minute of video, against the limit that bounds it.
 
 Generates a 640x360 30 fps video (photos, a hard cut every 10 s, speech under it), then
-times each stage once in this process: the decode limit (``ffmpeg -an -f null``, a full
-decode with nothing else: the baseline), vidan's frame stage with each backend (decode +
-shot scan + model-size frames), the image model on the sampled frames, audio
-extraction, voice activity, Whisper and the finishing stage. Prints one markdown table:
+times each stage of the registry once in this process, one thread each as a Ray actor on
+a CPU has: the decode limit (``ffmpeg -an -f null``, a full decode with nothing else: the
+baseline), the frame pass with each backend (decode + shot scan + model-size frames),
+then each stage on the previous one's output: decode (isolated child, detectors),
+vision, audio (with extraction and voice activity alone beside it), speech and finish. Prints one markdown table:
 seconds, x real time, and each stage's cost as a multiple of the decode limit.
 
-    .venv/bin/python benchmarks/bench_stages.py [--seconds 60] [--json PATH]
+    .venv/bin/python benchmarks/bench_stages.py [--seconds 60] [--quick] [--json PATH]
 """
 
 from __future__ import annotations
@@ -52,13 +53,19 @@ def measure(n_scenes: int) -> list[dict[str, Any]]:
     from vidan.media.probe import probe
     from vidan.models.audio_features import speech_spans
     from vidan.records import Span
-    from vidan.stages import AudioStage, FinishStage, PartJob, VisualStage, scan_part
+    from vidan.stages import FinishJob, PartJob, load_stages, scan_part
 
     cfg = Config()
     rows = []
 
     def row(stage: str, output: str, seconds: float) -> None:
         rows.append({"stage": stage, "output": output, "seconds": seconds})
+
+    def one(name: str, item):
+        (value,) = stages[name].process([item])
+        if isinstance(value, BaseException):
+            raise value
+        return value
 
     with tempfile.TemporaryDirectory(prefix="vidan-stages-") as tmp:
         path = build(Path(tmp), n_scenes)
@@ -72,23 +79,27 @@ def measure(n_scenes: int) -> list[dict[str, Any]]:
             (decoded, cuts), s = timed(lambda: scan_part(str(path), info, span, c))
             row(f"frames: {backend} decode + shot scan + sampling", f"{len(decoded.times_s)} frames, {len(cuts)} cuts",
                 s)
-        visual = VisualStage(cfg, "cpu")
+        stages = load_stages(cfg, device="cpu", threads=1)  # one thread a stage, as a Ray actor on a CPU has
         job = PartJob("v", str(path), info, span, 0, 1)
-        part, s = timed(lambda: visual(job))
-        row("visual stage: isolated decode + EfficientNet-Lite0", f"{len(part.times_s)} frames", s)
-        _, s = timed(lambda: visual.classifier.probs(decoded.images))
-        row("image model alone, on the sampled frames", f"{len(decoded.images)} frames", s)
+        one("decode", job)  # the worker's isolated child starts once, then serves every part
+        dpart, s = timed(lambda: one("decode", job))
+        row("decode stage: isolated child, frames + shots + faces + people", f"{len(dpart.times_s)} frames", s)
+        fpart, s = timed(lambda: one("vision", dpart))
+        row(f"vision stage: EfficientNet-Lite0 ({stages['vision'].classifier.runtime})", f"{len(fpart.times_s)} frames",
+            s)
         (samples, _), s = timed(lambda: extract_audio(str(path), info, span))
         row("audio extraction (ffmpeg to 16 kHz mono)", f"{len(samples) / 16000:.1f} s of audio", s)
         spans, s = timed(lambda: speech_spans(samples))
         row("voice activity (Silero)", f"{len(spans)} speech spans", s)
-        audio = AudioStage(cfg, "cpu")
-        apart, s = timed(lambda: audio(job))
-        row("audio stage: extraction + VAD + Whisper base", f"{len(apart.words)} words", s)
-        finish = FinishStage(cfg, "cpu")
-        parts = VideoParts(info, frames=[part], audio=[apart], transcribed=True)
-        (seg_rows, _), s = timed(lambda: finish("v", str(path), parts, {"config_hash": "x", "run_id": "r"}))
+        heard, s = timed(lambda: one("audio", job))
+        row("audio stage: extraction + VAD + loudness + sound events", f"{len(heard.heard_speech)} speech spans", s)
+        apart, s = timed(lambda: one("asr", heard))
+        row("asr stage: speech recognition, Whisper base, int8", f"{len(apart.words)} words", s)
+        parts = VideoParts(info, frames=[fpart], audio=[apart], transcribed=True)
+        (seg_rows, _), s = timed(lambda: one("finish", FinishJob("v", str(path), parts,
+                                                                 {"config_hash": "x", "run_id": "r"})))
         row("finish stage: plan, embed, fuse, tag", f"{len(seg_rows)} segments", s)
+        stages["decode"].close()
     return rows
 
 
@@ -106,8 +117,9 @@ def render(record: dict[str, Any]) -> str:
 def main() -> int:
     ap = parser(NAME, __doc__)
     ap.add_argument("--seconds", type=float, default=60.0, help="video length, rounded to whole 10 s scenes")
+    ap.add_argument("--quick", action="store_true", help="10 s of video, for tests")
     args = ap.parse_args()
-    n_scenes = max(1, round(args.seconds / SCENE_S))
+    n_scenes = 1 if args.quick else max(1, round(args.seconds / SCENE_S))
     m = machine()
     rows = measure(n_scenes)
     publish({"benchmark": NAME, "machine": m, "params": {"duration_s": n_scenes * SCENE_S}, "rows": rows},

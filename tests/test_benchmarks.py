@@ -69,3 +69,16 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path):
             assert r["gpu_busy_pct"] is None and r["gpu_used_peak_mib"] is None
     if record["gpu"] is None:
         assert "not GPU figures" in printed
+
+
+@pytest.mark.slow
+def test_bench_stages_quick_times_every_stage_of_the_registry(tmp_path):
+    from vidan.stages import STAGES
+
+    record, printed, table = _run("bench_stages", tmp_path)
+    labels = [r["stage"] for r in record["rows"]]
+    for name in STAGES:  # a stage added to the registry must be timed here too
+        assert any(label.startswith(f"{name} stage:") for label in labels), (name, labels)
+    assert table[0].startswith("| stage |") and len(table) == 2 + len(record["rows"])
+    for r in record["rows"]:
+        assert _positive(r["seconds"]), r

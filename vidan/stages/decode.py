@@ -115,6 +115,11 @@ class DecodeStage:
     def process(self, jobs: list) -> list:
         return [self._one(job) for job in jobs]
 
+    def close(self) -> None:
+        """End the decoding child now (it also goes when this stage is collected)."""
+        if self._child is not None:
+            self._child.close()
+
     def _one(self, job) -> DecodedPart:
         from vidan.media.isolate import IsolatedWorker
 
