@@ -177,12 +177,13 @@ def test_worker_runs_many_calls_in_one_child_and_each_bad_call_fails_alone():
         assert np.array_equal(value, np.random.default_rng(5).integers(0, 256, 64 * 1024 * 1024, dtype=np.uint8))
 
         outcomes = {}
+        # only the hang is meant to meet its time limit: filling 1 GiB on a busy machine can take seconds
         for target, kw in [("crash", {}), ("hang", {}), ("eat_memory", {}), ("raise_media_error", {}),
                            ("exit_hard", {"code": 3})]:
             t0 = time.monotonic()
             with pytest.raises(MediaError) as err:
-                w.call(T + target, kw, stage=STAGE_DECODE, timeout_s=2.0)
-            assert err.value.stage == STAGE_DECODE and time.monotonic() - t0 < 15
+                w.call(T + target, kw, stage=STAGE_DECODE, timeout_s=2.0 if target == "hang" else 120.0)
+            assert err.value.stage == STAGE_DECODE and time.monotonic() - t0 < 120
             outcomes[target] = err.value.message
             # the next call works, in the same child when this one survived, else a new one
             assert w.call(T + "echo", {"k": target}, stage=STAGE_DECODE, timeout_s=20) == {"k": target}
