@@ -26,8 +26,7 @@ from vidan.cluster import ClusterError, check_reachable, cluster_address, is_loo
 from vidan.config import Config
 from vidan.records import VidanError
 from vidan.pools import Node, Slot, diff, plan
-from vidan.stages.registry import (CHAINS, FINISH_CHAIN, STAGES, batch_seconds, chain_result, item_seconds,
-                                    take_batch)
+from vidan.stages.registry import CHAINS, STAGES, batch_seconds, chain_result, item_seconds, take_batch
 from workers.actors import Lost
 
 log = logging.getLogger("vidan")
@@ -234,7 +233,6 @@ class RayExecutor:
         self._gpu_wait_until = 0.0
         self._asked_gpus = False
         self._seen_ids: set[str] = set()
-        self._pending_ids: dict[str, tuple[_Actor, Any]] = {}
         self.events: list[tuple[float, str]] = []  # what the planner did, for tests and --debug
 
     # --- start and plan -------------------------------------------------------------
@@ -330,12 +328,12 @@ class RayExecutor:
             new.append(a)
         self.events.append((time.monotonic(), "started " + ", ".join(
             f"{s.stage}@{(s.node_id or 'any')[:8]}/{s.device}" for s in slots)))
-        # actors load their models in parallel, and calls queue at an actor until it has:
-        # the driver does not wait for the slowest model before decoding starts. Ids are
-        # read once per stage, for provenance, as they come (``_take_ids``).
-        for stage, a in {a.slot.stage: a for a in new if a.slot.stage not in self._seen_ids}.items():
-            self._pending_ids[stage] = (a, a.handle.model_ids.remote())
-            self._seen_ids.add(stage)
+        # actors load their models in parallel; ids are read once per stage, for provenance
+        firsts = {a.slot.stage: a for a in new if a.slot.stage not in self._seen_ids}
+        if firsts:
+            for ids in ray.get([a.handle.model_ids.remote() for a in firsts.values()]):
+                self._model_ids.update(ids)
+            self._seen_ids.update(firsts)
         for name in {a.slot.stage for a in new}:
             self._dispatch(name)
 
@@ -364,8 +362,6 @@ class RayExecutor:
     # --- moving items -----------------------------------------------------------------
 
     def submit(self, chain: str, item: Any) -> int:
-        if chain == FINISH_CHAIN:
-            self._take_ids(block=True)  # a finished video's provenance names the models that made it
         h = self._next
         self._next += 1
         first = CHAINS[chain][0]
@@ -429,32 +425,9 @@ class RayExecutor:
         self._ncalls[stage] += 1
         self._filled[stage] += len(batch)
 
-    def _take_ids(self, block: bool) -> None:
-        """Model ids of the stages whose first actor has loaded. ``block``: also wait for
-        those whose actor has finished a call (its ids were asked before any call, so
-        they are there); an actor still unplaced (a GPU not up yet) is not waited for.
-        A model that failed to load fails the run here, with its own error."""
-        import ray
-
-        if not self._pending_ids:
-            return
-        refs = [ref for _, ref in self._pending_ids.values()]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        if block:
-            due = [ref for a, ref in self._pending_ids.values() if a.calls and ref not in ready]
-            if due:
-                ready += ray.wait(due, num_returns=len(due))[0]
-        now = time.monotonic()
-        for stage, (a, ref) in list(self._pending_ids.items()):
-            if ref in ready:
-                self._model_ids.update(ray.get(ref))
-                del self._pending_ids[stage]
-                a.last_done = max(a.last_done, now)  # loading is not busy time
-
     def wait(self, timeout: float) -> list[int]:
         import ray
 
-        self._take_ids(block=False)
         self._replan()
         for name in STAGES:
             self._dispatch(name)
