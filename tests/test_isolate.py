@@ -198,6 +198,26 @@ def test_worker_runs_many_calls_in_one_child_and_each_bad_call_fails_alone():
         w.close()
 
 
+def test_worker_gives_a_call_whose_child_was_killed_from_outside_one_more_try(tmp_path):
+    """SIGKILL comes from outside (OOM killer; Ray kills a worker's children just before the
+    worker): the call runs once more in a fresh child, and fails only if that one dies too."""
+    from vidan.media.isolate import IsolatedWorker
+
+    w = IsolatedWorker()
+    try:
+        marker = str(tmp_path / "once")
+        assert w.call(T + "die_first_time", {"marker": marker}, stage=STAGE_DECODE, timeout_s=20) == 2
+        always = tmp_path / "always"
+        with pytest.raises(MediaError) as err:
+            w.call(T + "die_noting", {"marker": str(always)}, stage=STAGE_DECODE, timeout_s=20)
+        assert err.value.message.startswith("decoder process crashed (SIGKILL)")
+        assert len(set(always.read_text().split())) == 2  # two tries, two children
+        with pytest.raises(MediaError, match=r"crashed \(SIGSEGV\)"):  # a crash of its own: no second try
+            w.call(T + "crash", {}, stage=STAGE_DECODE, timeout_s=20)
+    finally:
+        w.close()
+
+
 def test_worker_error_carries_only_its_own_calls_stderr():
     from vidan.media.isolate import IsolatedWorker
 

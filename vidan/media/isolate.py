@@ -214,6 +214,7 @@ def _fail_rest(paths: list[str], k: int, results: list, what: str, stderr_path: 
 
 _TIMEOUT = object()
 _EOF = object()
+_KILLED = object()  # an IsolatedWorker call whose child was SIGKILLed
 
 
 class _RecordReader:
@@ -284,35 +285,51 @@ class IsolatedWorker:
         with self._lock:
             if self._proc is not None and self._calls >= self.max_calls:
                 self._stop()
-            for attempt in (0, 1):
-                if self._proc is None:
-                    self._spawn(stage)
-                since = os.path.getsize(self._stderr)
-                try:
-                    _send(self._req, {"target": target, "kwargs": kwargs})
-                    break
-                except BrokenPipeError:  # the child died between calls: the request never ran
-                    self._stop()
-                    if attempt:
-                        raise MediaError(stage, "decoder process could not be started again") from None
-            self._calls += 1
-            record = self._reader.read(time.monotonic() + timeout_s)
-            if record is _TIMEOUT:
-                tail = _tail(self._stderr, since)
+            # A child SIGKILLed from outside (the kernel's OOM killer, or Ray ending this
+            # worker: it kills a worker's children just before the worker itself) is given
+            # the call once more in a fresh child. When this process is the one being ended,
+            # the second try never answers and Ray runs the call again elsewhere; answering
+            # "crashed (SIGKILL)" at once would fail a file that was never at fault.
+            for _ in range(2):
+                outcome = self._call_once(target, kwargs, stage, timeout_s)
+                if outcome is not _KILLED:
+                    return outcome
+            raise MediaError(stage, self._killed_message)
+
+    def _call_once(self, target: str, kwargs: dict, stage: str, timeout_s: float) -> Any:
+        for attempt in (0, 1):
+            if self._proc is None:
+                self._spawn(stage)
+            since = os.path.getsize(self._stderr)
+            try:
+                _send(self._req, {"target": target, "kwargs": kwargs})
+                break
+            except BrokenPipeError:  # the child died between calls: the request never ran
                 self._stop()
-                raise MediaError(stage, _with_tail(f"timed out after {timeout_s:g} s", tail))
-            if record is _EOF:
-                rc = self._kill()
-                tail = _tail(self._stderr, since)
-                self._stop()
-                raise MediaError(stage, _death_message("decoder process", rc, self.memory_mb, tail))
-            result = os.path.join(self._workdir, "result.pkl")
-            with open(result, "rb") as f:
-                outcome = pickle.load(f)
-            os.unlink(result)
-            if outcome["ok"]:
-                return outcome["value"]
-            raise _error_from_child(stage, outcome, self.memory_mb, _tail(self._stderr, since))
+                if attempt:
+                    raise MediaError(stage, "decoder process could not be started again") from None
+        self._calls += 1
+        record = self._reader.read(time.monotonic() + timeout_s)
+        if record is _TIMEOUT:
+            tail = _tail(self._stderr, since)
+            self._stop()
+            raise MediaError(stage, _with_tail(f"timed out after {timeout_s:g} s", tail))
+        if record is _EOF:
+            rc = self._kill()
+            tail = _tail(self._stderr, since)
+            self._stop()
+            message = _death_message("decoder process", rc, self.memory_mb, tail)
+            if rc == -signal.SIGKILL:
+                self._killed_message = message
+                return _KILLED
+            raise MediaError(stage, message)
+        result = os.path.join(self._workdir, "result.pkl")
+        with open(result, "rb") as f:
+            outcome = pickle.load(f)
+        os.unlink(result)
+        if outcome["ok"]:
+            return outcome["value"]
+        raise _error_from_child(stage, outcome, self.memory_mb, _tail(self._stderr, since))
 
     def _spawn(self, stage: str) -> None:
         self._workdir = tempfile.mkdtemp(prefix="vidan-worker-")
