@@ -218,6 +218,36 @@ def test_worker_gives_a_call_whose_child_was_killed_from_outside_one_more_try(tm
         w.close()
 
 
+def test_worker_child_killed_while_starting_is_started_again(tmp_path):
+    """Ray can end a worker while its decoding child is still starting (a cold import):
+    the start-up is tried once more, as a call is."""
+    import threading
+
+    from vidan.media.isolate import IsolatedWorker
+
+    w = IsolatedWorker()
+    killed = []
+
+    def kill_first_child():
+        deadline = time.monotonic() + 20
+        while not killed and time.monotonic() < deadline:
+            proc = w._proc
+            if proc is not None:  # set before the child has started: Python alone takes longer
+                os.kill(proc.pid, signal.SIGKILL)
+                killed.append(proc.pid)
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=kill_first_child)
+    t.start()
+    try:
+        pid = w.call(T + "pid", {}, stage=STAGE_DECODE, timeout_s=20)
+        t.join()
+        assert killed and pid != killed[0]
+    finally:
+        t.join()
+        w.close()
+
+
 def test_worker_error_carries_only_its_own_calls_stderr():
     from vidan.media.isolate import IsolatedWorker
 

@@ -214,7 +214,10 @@ def _fail_rest(paths: list[str], k: int, results: list, what: str, stderr_path: 
 
 _TIMEOUT = object()
 _EOF = object()
-_KILLED = object()  # an IsolatedWorker call whose child was SIGKILLed
+
+
+class _Killed(Exception):
+    """An IsolatedWorker's child was SIGKILLed from outside, starting or mid-call."""
 
 
 class _RecordReader:
@@ -290,11 +293,12 @@ class IsolatedWorker:
             # the call once more in a fresh child. When this process is the one being ended,
             # the second try never answers and Ray runs the call again elsewhere; answering
             # "crashed (SIGKILL)" at once would fail a file that was never at fault.
-            for _ in range(2):
-                outcome = self._call_once(target, kwargs, stage, timeout_s)
-                if outcome is not _KILLED:
-                    return outcome
-            raise MediaError(stage, self._killed_message)
+            for attempt in range(2):
+                try:
+                    return self._call_once(target, kwargs, stage, timeout_s)
+                except _Killed as killed:
+                    if attempt:
+                        raise MediaError(stage, str(killed)) from None
 
     def _call_once(self, target: str, kwargs: dict, stage: str, timeout_s: float) -> Any:
         for attempt in (0, 1):
@@ -320,8 +324,7 @@ class IsolatedWorker:
             self._stop()
             message = _death_message("decoder process", rc, self.memory_mb, tail)
             if rc == -signal.SIGKILL:
-                self._killed_message = message
-                return _KILLED
+                raise _Killed(message)
             raise MediaError(stage, message)
         result = os.path.join(self._workdir, "result.pkl")
         with open(result, "rb") as f:
@@ -367,6 +370,8 @@ class IsolatedWorker:
             self._stop()
             what = (f"decoder process did not start within {_STARTUP_GRACE_S:g} s" if record is _TIMEOUT
                     else _death_message("decoder process", rc, self.memory_mb, ""))
+            if record is _EOF and rc == -signal.SIGKILL:  # killed while starting: as mid-call
+                raise _Killed(_with_tail(what, tail))
             raise MediaError(stage, _with_tail(what, tail))
 
     def _kill(self) -> int:
