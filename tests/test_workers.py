@@ -49,6 +49,50 @@ def test_a_worker_killed_mid_call_is_replaced_and_the_work_goes_on(ray_local, tm
         ex.shutdown()
 
 
+def test_a_stage_whose_first_actor_is_retired_before_it_loaded_still_names_its_models(ray_local, tmp_path):
+    """Model ids are read as actors load, not awaited at start; the planner may retire a
+    stage's first actor before it has answered (another stage needed the core), and the
+    report must still name the stage's models: another actor of the stage is asked."""
+    from vidan.config import Config
+    from vidan.records import FramePart
+    from vidan.stages.vision import VisionStage
+    from workers.ray_executor import RayExecutor
+
+    expected = VisionStage(Config(), device="cpu").model_ids()
+    ex = RayExecutor()
+    ids = ex.start(Config())
+    try:
+        first = ex._actors["vision"][0]
+        ex._retire({first.slot.key: 1}, time.monotonic())
+        assert first not in ex._actors["vision"]
+        part = _run(ex, ex.submit("visual", _visual_job(tmp_path, 2.0, "coffee")), 60)
+        assert isinstance(part, FramePart)
+        ex._take_ids(block=True)  # what submitting a finished video does
+        assert {k: ids.get(k) for k in expected} == expected
+    finally:
+        ex.shutdown()
+
+
+@pytest.mark.allow_error_logs
+def test_a_model_that_does_not_load_fails_the_run_with_its_own_error(ray_local, tmp_path):
+    """Not a failed row per file ("worker process died"): the run stops, and says why."""
+    from dataclasses import replace
+
+    from vidan import synth
+    from vidan.config import Config
+    from vidan.pipeline import run
+    from vidan.synth import Scene
+    from workers.ray_executor import RayExecutor
+
+    video = synth.write_video(tmp_path / "a.mp4", [Scene(2.0, synth.photo("coffee"))], size=(160, 120))
+    cfg = Config()
+    cfg = replace(cfg, asr=replace(cfg.asr, model=str(tmp_path / "no-such-model")))
+    with pytest.raises(Exception, match="unknown faster-whisper model") as err:
+        run([str(video)], tmp_path / "out", cfg, RayExecutor(), progress=False)
+    assert "no-such-model" in str(err.value)
+    assert not list((tmp_path / "out").rglob("*.parquet"))  # no file was failed for it
+
+
 def test_embedded_ray_stays_on_loopback(ray_local):
     assert {n["NodeManagerAddress"] for n in ray_local.nodes()} == {"127.0.0.1"}
 

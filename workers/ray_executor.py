@@ -26,7 +26,8 @@ from vidan.cluster import ClusterError, check_reachable, cluster_address, is_loo
 from vidan.config import Config
 from vidan.records import VidanError
 from vidan.pools import Node, Slot, diff, plan
-from vidan.stages.registry import CHAINS, STAGES, batch_seconds, chain_result, item_seconds, take_batch
+from vidan.stages.registry import (CHAINS, FINISH_CHAIN, STAGES, batch_seconds, chain_result, item_seconds,
+                                    take_batch)
 from workers.actors import Lost
 
 log = logging.getLogger("vidan")
@@ -233,6 +234,7 @@ class RayExecutor:
         self._gpu_wait_until = 0.0
         self._asked_gpus = False
         self._seen_ids: set[str] = set()
+        self._pending_ids: dict[str, tuple[_Actor, Any]] = {}  # stage -> (actor asked, its ids' ref)
         self.events: list[tuple[float, str]] = []  # what the planner did, for tests and --debug
 
     # --- start and plan -------------------------------------------------------------
@@ -328,12 +330,12 @@ class RayExecutor:
             new.append(a)
         self.events.append((time.monotonic(), "started " + ", ".join(
             f"{s.stage}@{(s.node_id or 'any')[:8]}/{s.device}" for s in slots)))
-        # actors load their models in parallel; ids are read once per stage, for provenance
-        firsts = {a.slot.stage: a for a in new if a.slot.stage not in self._seen_ids}
-        if firsts:
-            for ids in ray.get([a.handle.model_ids.remote() for a in firsts.values()]):
-                self._model_ids.update(ids)
-            self._seen_ids.update(firsts)
+        # Actors load their models in parallel, and calls queue at an actor until it has:
+        # the driver waits neither for the slowest model before decoding starts nor for a
+        # GPU actor that no node can place yet. Ids are read once per stage, for
+        # provenance, as they come (``_take_ids``).
+        for stage, a in {a.slot.stage: a for a in new if a.slot.stage not in self._seen_ids}.items():
+            self._ask_ids(stage, a)
         for name in {a.slot.stage for a in new}:
             self._dispatch(name)
 
@@ -362,6 +364,8 @@ class RayExecutor:
     # --- moving items -----------------------------------------------------------------
 
     def submit(self, chain: str, item: Any) -> int:
+        if chain == FINISH_CHAIN:
+            self._take_ids(block=True)  # a finished video's provenance names the models that made it
         h = self._next
         self._next += 1
         first = CHAINS[chain][0]
@@ -425,9 +429,58 @@ class RayExecutor:
         self._ncalls[stage] += 1
         self._filled[stage] += len(batch)
 
+    def _ask_ids(self, stage: str, actor: Optional[_Actor] = None) -> None:
+        """Ask ``actor`` (else any live actor of the stage) for the stage's model ids; with
+        none alive, the stage's next actor is asked when it starts."""
+        actor = actor or next(iter(self._actors[stage]), None)
+        if actor is None:
+            self._pending_ids.pop(stage, None)
+            self._seen_ids.discard(stage)
+            return
+        self._pending_ids[stage] = (actor, actor.handle.model_ids.remote())
+        self._seen_ids.add(stage)
+
+    def _take_ids(self, block: bool) -> None:
+        """Model ids of the stages whose asked actor has loaded. ``block``: also wait for
+        those whose actor has finished a call (its ids were asked before any call, so they
+        are there); an actor still unplaced (a GPU not up yet) is not waited for.
+
+        An actor retired (or killed) before it answered is not waited for either: another
+        of its stage is asked. A model that failed to load fails the run here, with the
+        actor's own error."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        for stage, (a, _) in list(self._pending_ids.items()):
+            if a not in self._actors[stage]:  # the planner retired it, maybe before it had loaded
+                self._ask_ids(stage)
+        if not self._pending_ids:
+            return
+        refs = [ref for _, ref in self._pending_ids.values()]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        if block:
+            due = [ref for a, ref in self._pending_ids.values() if a.calls and ref not in ready]
+            if due:
+                ready += ray.wait(due, num_returns=len(due))[0]
+        now = time.monotonic()
+        for stage, (a, ref) in list(self._pending_ids.items()):
+            if ref not in ready:
+                continue
+            try:
+                ids = ray.get(ref)
+            except RayActorError as e:
+                if getattr(e, "actor_init_failed", False):
+                    raise
+                self._ask_ids(stage, None if a not in self._actors[stage] else a)  # killed: ask again
+                continue
+            self._model_ids.update(ids)
+            del self._pending_ids[stage]
+            a.last_done = max(a.last_done, now)  # loading is not busy time
+
     def wait(self, timeout: float) -> list[int]:
         import ray
 
+        self._take_ids(block=False)
         self._replan()
         for name in STAGES:
             self._dispatch(name)
@@ -558,6 +611,8 @@ class RayExecutor:
             return cause if isinstance(cause, VidanError) else VidanError(
                 spec.report_stage, f"{type(cause).__name__}: {cause}")
         except (RayActorError, WorkerCrashedError) as e:
+            if getattr(e, "actor_init_failed", False):
+                raise  # its model did not load: every file would fail the same way
             log.debug("%s worker died:\n%s", call.stage, e)
             if len(call.batch) > 1:
                 return _SPLIT  # one of them kills the worker: send each alone to find which
