@@ -62,6 +62,13 @@ def test_a_stage_whose_first_actor_is_retired_before_it_loaded_still_names_its_m
     ex = RayExecutor()
     ids = ex.start(Config())
     try:
+        # an answer in before its actor was retired is kept, not asked of another actor
+        audio, ref = ex._pending_ids["audio"]
+        assert ray_local.wait([ref], timeout=120)[0]
+        ex._retire({audio.slot.key: 1}, time.monotonic())
+        assert not ex._actors["audio"]
+        ex._take_ids(block=False)
+        assert "audio" not in ex._pending_ids and ids.get("sound_events", "").startswith("yamnet")
         first = ex._actors["vision"][0]
         ex._retire({first.slot.key: 1}, time.monotonic())
         assert first not in ex._actors["vision"]
@@ -75,7 +82,8 @@ def test_a_stage_whose_first_actor_is_retired_before_it_loaded_still_names_its_m
 
 @pytest.mark.allow_error_logs
 def test_a_model_that_does_not_load_fails_the_run_with_its_own_error(ray_local, tmp_path):
-    """Not a failed row per file ("worker process died"): the run stops, and says why."""
+    """Not a failed row per file ("worker process died"): the run stops, and says why,
+    the first time the stage is needed (here: speech to recognise)."""
     from dataclasses import replace
 
     from vidan import synth
@@ -84,7 +92,10 @@ def test_a_model_that_does_not_load_fails_the_run_with_its_own_error(ray_local, 
     from vidan.synth import Scene
     from workers.ray_executor import RayExecutor
 
-    video = synth.write_video(tmp_path / "a.mp4", [Scene(2.0, synth.photo("coffee"))], size=(160, 120))
+    speech = synth.speech_clip(synth.speech_names()[0])
+    seconds = len(synth.read_audio(speech)) / 16000 + 1.0
+    video = synth.write_video(tmp_path / "a.mp4", [Scene(seconds, synth.photo("coffee"))], size=(160, 120),
+                              audio=speech)
     cfg = Config()
     cfg = replace(cfg, asr=replace(cfg.asr, model=str(tmp_path / "no-such-model")))
     with pytest.raises(Exception, match="unknown faster-whisper model") as err:

@@ -432,7 +432,8 @@ class RayExecutor:
     def _ask_ids(self, stage: str, actor: Optional[_Actor] = None) -> None:
         """Ask ``actor`` (else any live actor of the stage) for the stage's model ids; with
         none alive, the stage's next actor is asked when it starts."""
-        actor = actor or next(iter(self._actors[stage]), None)
+        # one that has finished a call has loaded: its answer is there, or nearly
+        actor = actor or max(self._actors[stage], key=lambda b: b.calls, default=None)
         if actor is None:
             self._pending_ids.pop(stage, None)
             self._seen_ids.discard(stage)
@@ -451,14 +452,19 @@ class RayExecutor:
         import ray
         from ray.exceptions import RayActorError
 
-        for stage, (a, _) in list(self._pending_ids.items()):
-            if a not in self._actors[stage]:  # the planner retired it, maybe before it had loaded
-                self._ask_ids(stage)
         if not self._pending_ids:
             return
         refs = [ref for _, ref in self._pending_ids.values()]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for stage, (a, ref) in list(self._pending_ids.items()):
+            # the planner retired it before it answered (an answer already in is kept: it
+            # outlives the actor)
+            if ref not in ready and a not in self._actors[stage]:
+                self._ask_ids(stage)
         if block:
+            for stage, (a, ref) in list(self._pending_ids.items()):
+                if ref not in ready and not a.calls and any(b.calls for b in self._actors[stage]):
+                    self._ask_ids(stage)  # the stage's work ran on an actor not asked (still loading)
             due = [ref for a, ref in self._pending_ids.values() if a.calls and ref not in ready]
             if due:
                 ready += ray.wait(due, num_returns=len(due))[0]
