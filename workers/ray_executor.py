@@ -475,9 +475,10 @@ class RayExecutor:
             try:
                 ids = ray.get(ref)
             except RayActorError as e:
-                if getattr(e, "actor_init_failed", False):
-                    raise
-                self._ask_ids(stage, None if a not in self._actors[stage] else a)  # killed: ask again
+                live = a in self._actors[stage]
+                if live and getattr(e, "actor_init_failed", False):
+                    raise  # (one the planner retired while it loaded may read as such)
+                self._ask_ids(stage, a if live else None)  # killed: ask again
                 continue
             self._model_ids.update(ids)
             del self._pending_ids[stage]
