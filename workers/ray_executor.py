@@ -457,14 +457,13 @@ class RayExecutor:
         refs = [ref for _, ref in self._pending_ids.values()]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         for stage, (a, ref) in list(self._pending_ids.items()):
-            # the planner retired it before it answered (an answer already in is kept: it
-            # outlives the actor)
-            if ref not in ready and a not in self._actors[stage]:
+            # Ask another when the planner retired this one before it answered (an answer
+            # already in is kept: it outlives the actor), or, before waiting, when the
+            # stage's work ran on another while this one still loads.
+            if ref not in ready and (a not in self._actors[stage] or (
+                    block and not a.calls and any(b.calls for b in self._actors[stage]))):
                 self._ask_ids(stage)
         if block:
-            for stage, (a, ref) in list(self._pending_ids.items()):
-                if ref not in ready and not a.calls and any(b.calls for b in self._actors[stage]):
-                    self._ask_ids(stage)  # the stage's work ran on an actor not asked (still loading)
             due = [ref for a, ref in self._pending_ids.values() if a.calls and ref not in ready]
             if due:
                 ready += ray.wait(due, num_returns=len(due))[0]

@@ -1,8 +1,11 @@
-"""Choosing the torch device and thread count for model workers."""
+"""Choosing the torch device and thread count for model workers, and the ONNX Runtime
+CPU sessions they run."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Union
 
 log = logging.getLogger(__name__)
 
@@ -42,3 +45,18 @@ def set_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
+
+
+def onnx_cpu_session(model: Union[str, Path, bytes], threads: int):
+    """An ONNX Runtime session on the CPU for ``model`` (a file, or the serialized model),
+    with ``threads`` intra-op threads (0: ONNX Runtime's default, every core). A worker
+    actor has one core: the default would take them all."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads > 0:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only: its notes on graph rewrites are noise in worker logs
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
+                                providers=["CPUExecutionProvider"])

@@ -130,7 +130,8 @@ class _OrtNet:
 
     def __init__(self, path: str):
         import onnx
-        import onnxruntime as ort
+
+        from vidan.models.device import onnx_cpu_session
 
         model = onnx.load(path)
         # initializers listed as inputs keep ONNX Runtime from folding them (and warn once each)
@@ -144,12 +145,7 @@ class _OrtNet:
         for out in model.graph.output:
             for k, d in enumerate(out.type.tensor_type.shape.dim):
                 d.dim_param = f"{out.name}_{k}"
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1  # one core a decoder, as OpenCV is told
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self._session = ort.InferenceSession(model.SerializeToString(), sess_options=opts,
-                                             providers=["CPUExecutionProvider"])
+        self._session = onnx_cpu_session(model.SerializeToString(), threads=1)  # one core a decoder
         self._input = self._session.get_inputs()[0].name
 
     def forward(self, blob: np.ndarray) -> list[np.ndarray]:

@@ -180,15 +180,11 @@ class SoundEventModel:
     window_s = WINDOW_S
 
     def __init__(self, threads: int = 1):
-        import onnxruntime as ort
+        from vidan.models.device import onnx_cpu_session
 
         self.labels = list(yamnet_labels())
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads  # one actor, one core: the default takes them all
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
         path = yamnet_model_path()
-        self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self._session = onnx_cpu_session(path, threads)
         inp, out = self._session.get_inputs(), self._session.get_outputs()
         if ([(i.name, i.type, list(i.shape)) for i in inp] != [("audio", "tensor(uint8)", [1, 1, PATCH, N_MELS])]
                 or [(o.name, o.type, list(o.shape)) for o in out] != [("class_scores", "tensor(uint8)", [1, N_CLASSES])]):

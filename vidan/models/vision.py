@@ -127,6 +127,8 @@ def load_classifier(device: str = "cpu", weights_path: Optional[str] = None, *, 
         model_id = f"{ARCH}@{WEIGHTS_DIST}=={importlib.metadata.version(WEIGHTS_DIST)}"
     labels = imagenet_labels()
     if runtime == "onnxruntime" or (runtime == "auto" and device == "cpu"):
+        from vidan.models.device import onnx_cpu_session
+
         onnx_path = onnx_cache_path(path)
         if not onnx_path.is_file():
             model = _torch_model(path)  # bad or unsafe weights fail here, whatever the runtime
@@ -138,7 +140,7 @@ def load_classifier(device: str = "cpu", weights_path: Optional[str] = None, *, 
                 log.warning("could not export the image classifier to ONNX (%s: %s); running it in torch",
                             type(e).__name__, e)
                 return ImageClassifier(model.to(device), labels, model_id, device)
-        return ImageClassifier(None, labels, model_id, "cpu", session=_onnx_session(onnx_path, threads))
+        return ImageClassifier(None, labels, model_id, "cpu", session=onnx_cpu_session(onnx_path, threads))
     return ImageClassifier(_torch_model(path).to(device), labels, model_id, device)
 
 
@@ -190,17 +192,6 @@ def export_onnx(model, dest: Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return dest
-
-
-def _onnx_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads > 0:
-        opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # errors only: its notes on graph rewrites are noise in worker logs
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
