@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 
@@ -103,3 +104,56 @@ def ray_local():
 def ray_worker_logs(ray_local) -> RayWorkerLogs:
     """The shared Ray's worker logs, as the guard reads them."""
     return _RAY_LOGS[-1]
+
+
+# --- when a test on the shared Ray fails: what Ray itself saw ------------------------------
+#
+# A failure that depends on Ray (an actor that never came up, a call that never returned)
+# is rarely reproducible; CI shows only pytest's output. Put the actors' states and the
+# raylet's and GCS's warnings of the last minutes into the failure report.
+
+_RAY_NOISE = ("Disconnecting client due to connection error",)
+
+
+def _ray_state_report(logs_dir: str, since: float) -> str:
+    import time as _time
+
+    import ray
+
+    out = [f"cluster {ray.cluster_resources()}", f"available {ray.available_resources()}"]
+    try:
+        from ray._private.state import state  # the GCS's table: works without a dashboard
+
+        for a in state.actor_table(None).values():
+            if a.get("State") != "DEAD" or (a.get("EndTime") or 0) / 1000 > since:
+                death = re.search(r'error_message: "([^"]*)', str(a.get("DeathCause") or ""))
+                out.append(f"actor {a.get('ActorClassName')} {a.get('ActorID', '')[:8]} {a.get('State')} "
+                           f"pid={a.get('Pid')} restarts={a.get('NumRestarts')} "
+                           f"start={a.get('StartTime')} end={a.get('EndTime')} death={death and death[1]!r}")
+    except Exception as e:  # a private API: its absence must not hide the test's own failure
+        out.append(f"(actor table unavailable: {e!r})")
+    stamp = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(since))
+    for name in ("raylet.out", "gcs_server.out"):
+        try:
+            with open(os.path.join(logs_dir, name), errors="replace") as f:
+                lines = [ln.rstrip() for ln in f if ln[:1] == "[" and ln[1:20] >= stamp
+                         and (" W " in ln[:40] or " E " in ln[:40]) and not any(n in ln for n in _RAY_NOISE)]
+        except OSError:
+            continue
+        out += [f"{name}: {ln[:400]}" for ln in lines[-40:]]
+    return "\n".join(out)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed and "ray_local" in getattr(item, "fixturenames", ()) and _RAY_LOGS:
+        import ray
+
+        if ray.is_initialized():
+            try:
+                report.sections.append(("Ray state at the failure",
+                                        _ray_state_report(_RAY_LOGS[-1].logs_dir, call.start - 60)))
+            except Exception as e:
+                report.sections.append(("Ray state at the failure", f"unavailable: {e!r}"))
+    return report

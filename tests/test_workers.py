@@ -63,12 +63,17 @@ def test_a_stage_whose_first_actor_is_retired_before_it_loaded_still_names_its_m
     ids = ex.start(Config())
     try:
         # an answer in before its actor was retired is kept, not asked of another actor
-        audio, ref = ex._pending_ids["audio"]
-        assert ray_local.wait([ref], timeout=120)[0]
-        ex._retire({audio.slot.key: 1}, time.monotonic())
-        assert not ex._actors["audio"]
+        # (whichever stage answers first: the test is not about how fast one actor starts)
+        asked = {ref: (stage, a) for stage, (a, ref) in ex._pending_ids.items() if stage in ("audio", "asr")}
+        ready, _ = ray_local.wait(list(asked), num_returns=1, timeout=300)
+        assert ready, "neither the audio nor the speech actor came up in 300 s"
+        stage, answered = asked[ready[0]]
+        ex._retire({answered.slot.key: 1}, time.monotonic())
+        assert not ex._actors[stage]
         ex._take_ids(block=False)
-        assert "audio" not in ex._pending_ids and ids.get("sound_events", "").startswith("yamnet")
+        assert stage not in ex._pending_ids
+        answer = ray_local.get(ready[0])
+        assert answer and {k: ids.get(k) for k in answer} == answer
         first = ex._actors["vision"][0]
         ex._retire({first.slot.key: 1}, time.monotonic())
         assert first not in ex._actors["vision"]
