@@ -109,6 +109,41 @@ def test_a_model_that_does_not_load_fails_the_run_with_its_own_error(ray_local, 
     assert not list((tmp_path / "out").rglob("*.parquet"))  # no file was failed for it
 
 
+def test_actors_the_cluster_cannot_start_are_reported_and_their_work_waits_for_them(ray_local, tmp_path, caplog):
+    """Another job holds every core: vidan's actors cannot start. The run says so (what
+    they ask for, what is free) instead of waiting without a word, and its work goes on
+    once the cores are free."""
+    from dataclasses import replace
+
+    from vidan.config import Config
+    from vidan.records import FramePart
+    from workers.ray_executor import RayExecutor
+
+    class OtherJob:  # defined here, so Ray ships it by value to a worker
+        def ready(self) -> bool:
+            return True
+
+    other = ray_local.remote(num_cpus=2)(OtherJob).remote()
+    ex = RayExecutor()
+    try:
+        assert ray_local.get(other.ready.remote(), timeout=60)
+        cfg = Config()
+        ex.start(replace(cfg, workers=replace(cfg.workers, place_warn_s=2.0)))
+        h = ex.submit("visual", _visual_job(tmp_path, 2.0, "coffee"))
+        deadline = time.monotonic() + 60
+        while not [r for r in caplog.records if "not started after" in r.getMessage()]:
+            assert time.monotonic() < deadline, "no report of the actors that could not start"
+            assert h not in ex.wait(timeout=0.5)  # nothing runs while the other job holds the cores
+        said = "\n".join(r.getMessage() for r in caplog.records if "not started after" in r.getMessage())
+        assert "decode actor(s) not started after 2 s" in said and "each asks for CPU 0.5" in said
+        assert "the cluster has CPU 0 of 2" in said
+        ray_local.kill(other)  # the other job ends
+        assert isinstance(_run(ex, h, 60), FramePart)
+    finally:
+        ex.shutdown()
+        ray_local.kill(other)
+
+
 def test_embedded_ray_stays_on_loopback(ray_local):
     assert {n["NodeManagerAddress"] for n in ray_local.nodes()} == {"127.0.0.1"}
 

@@ -181,10 +181,14 @@ class WorkerConfig:
     # models) by far: this many seconds of measured work left per actor. At 20 s a
     # folder's speech ran on one actor while the core decoding had freed sat idle.
     grow_min_s: float = 6.0
+    # An actor Ray has not started after this long is reported (what it asks for, what the
+    # cluster has free): on a cluster busy with other jobs the run would otherwise wait
+    # without a word.
+    place_warn_s: float = 60.0
 
     def validate(self) -> None:
-        if self.gpu_wait_s < 0 or self.gpus < 0 or self.replan_s <= 0:
-            raise ConfigError("workers: gpu_wait_s and gpus must be >= 0, replan_s positive")
+        if self.gpu_wait_s < 0 or self.gpus < 0 or self.replan_s <= 0 or self.place_warn_s <= 0:
+            raise ConfigError("workers: gpu_wait_s and gpus must be >= 0, replan_s and place_warn_s positive")
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,8 @@ class _Actor:
     last_done: float = field(default_factory=time.monotonic)
     ended: Optional[float] = None
     cool_until: float = 0.0  # unreachable lately: no calls before then
+    up: bool = False  # Ray has started it (its node id came back)
+    reported: bool = False  # said to be waiting for resources
 
 
 def _inflight(spec, a: _Actor) -> int:
@@ -186,6 +188,19 @@ class _Call:
     t0: float
     deadline: float
     error: str = ""  # why its actor died, when it did
+
+
+def _amount(resource: str, value: float) -> str:
+    return f"{value / 2 ** 30:.1f} GiB" if resource == "memory" else f"{value:g}"
+
+
+def _asks(slot: Slot) -> str:
+    parts = [f"CPU {slot.num_cpus:g}"]
+    if slot.num_gpus:
+        parts.append(f"GPU {slot.num_gpus:g}")
+    if STAGES[slot.stage].memory_mb:
+        parts.append(f"memory {STAGES[slot.stage].memory_mb / 1024:.1f} GiB")
+    return ", ".join(parts)
 
 
 def _nodes() -> list[Node]:
@@ -488,6 +503,7 @@ class RayExecutor:
 
         self._take_ids(block=False)
         self._replan()
+        self._watch_placement(time.monotonic())
         for name in STAGES:
             self._dispatch(name)
         if not self._calls:
@@ -502,6 +518,37 @@ class RayExecutor:
         for ref in ready:
             out += self._complete(self._calls.pop(ref))
         return out + self._cut_off_stuck()
+
+    def _watch_placement(self, now: float) -> None:
+        """Report, once each, the actors Ray has not started after ``workers.place_warn_s``:
+        what they ask for against what the cluster has free. Their work waits for them."""
+        import ray
+
+        waiting = [a for acts in self._actors.values() for a in acts if not a.up and a.node_ref is not None]
+        if not waiting:
+            return
+        ready = set(ray.wait([a.node_ref for a in waiting], num_returns=len(waiting), timeout=0)[0])
+        late = []
+        for a in waiting:
+            if a.node_ref in ready:
+                a.up = True
+                if a.reported:
+                    log.info("%s actor started after %.0f s", a.slot.stage, now - a.started)
+            elif not a.reported and now - a.started >= self._config.workers.place_warn_s:
+                a.reported = True
+                late.append(a)
+        if not late:
+            return
+        free, total = ray.available_resources(), ray.cluster_resources()
+        have = ", ".join(f"{k} {_amount(k, free.get(k, 0.0))} of {_amount(k, total.get(k, 0.0))}"
+                         for k in ("CPU", "GPU", "memory") if total.get(k))
+        for stage in sorted({a.slot.stage for a in late}):
+            mine = [a for a in late if a.slot.stage == stage]
+            msg = (f"{len(mine)} {stage} actor(s) not started after {self._config.workers.place_warn_s:g} s: "
+                   f"each asks for {_asks(mine[0].slot)}; the cluster has {have} free. Another job may hold "
+                   f"them, or no node offers them; the {stage} work waits.")
+            log.warning(msg)
+            self.events.append((now, msg))
 
     def _complete(self, call: _Call) -> list[int]:
         now = time.monotonic()
