@@ -130,3 +130,25 @@ def test_analyze_with_an_openai_whisper_checkpoint(tmp_path):
     assert words and {w["text"] for w in words} == {"coffee"}, words
     assert [w["start_s"] for w in words] == sorted(w["start_s"] for w in words)
     assert '"backend":"openai-whisper"' in rep.videos.config.iloc[0]
+
+
+def test_an_embedded_ray_keeps_token_auth_without_advice_to_drop_it(tmp_path):
+    """Ray turns token authentication on for a new local cluster and then says, on every
+    run, which variable turns it off. vidan keeps it on (the token is made once, where Ray
+    keeps it) and the console free of that advice."""
+    import os
+
+    from vidan import synth
+    from vidan.models.cache import cache_dir
+    from vidan.synth import Scene
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    synth.write_video(folder / "a.mp4", [Scene(2.0, synth.photo("coffee"))], size=(160, 120), fps=10)
+    home = tmp_path / "home"  # a user who never ran Ray: no token yet
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env.update(HOME=str(home), VIDAN_CACHE=str(cache_dir()))
+    p = run_vidan("analyze", folder, "--out", tmp_path / "out", "--quiet", env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "RAY_AUTH_MODE" not in p.stderr and "Token authentication" not in p.stderr, p.stderr
+    assert (home / ".ray" / "auth_token").stat().st_size > 0  # token authentication was on

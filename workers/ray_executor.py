@@ -48,6 +48,15 @@ def _keep_ray_on_loopback() -> None:
         constants.ENABLE_RAY_CLUSTER = False
 
 
+def _token_auth_for_embedded() -> None:
+    """Ray turns token authentication on for a new local cluster (a token made once, in
+    ``~/.ray/auth_token``) unless RAY_AUTH_MODE says otherwise, and warns on every start
+    that it did, naming the variable that turns it off. vidan keeps it on: the same
+    setting, chosen explicitly, so a run's console carries no advice to weaken it."""
+    if "RAY_AUTH_MODE" not in os.environ:
+        _token_mode()
+
+
 def use_cluster_token() -> None:
     """Send a cluster the Ray token found where Ray documents it, unless RAY_AUTH_MODE says otherwise.
 
@@ -59,6 +68,10 @@ def use_cluster_token() -> None:
     """
     if "RAY_AUTH_MODE" in os.environ or not token_available():
         return
+    _token_mode()
+
+
+def _token_mode() -> None:
     os.environ["RAY_AUTH_MODE"] = "token"
     try:  # Ray caches its config once imported: read the mode again, as Ray does when it turns it on
         from ray._raylet import Config as RayConfig
@@ -143,6 +156,7 @@ def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, t
         connect_ray(address, **kwargs)
         return True
     _keep_ray_on_loopback()
+    _token_auth_for_embedded()
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, _temp_dir=temp_dir, **kwargs)
     return True
 
