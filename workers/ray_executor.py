@@ -217,6 +217,24 @@ def _asks(slot: Slot) -> str:
     return ", ".join(parts)
 
 
+def _group(items, key) -> dict:
+    out: dict = {}
+    for x in items:
+        out.setdefault(key(x), []).append(x)
+    return out
+
+
+def _placed_pid(handle) -> Optional[int]:
+    """The process Ray gave an actor (0: none yet, still waiting to be placed), from the
+    GCS's actor table; None when that cannot be read."""
+    try:
+        from ray._private.state import state  # no public call tells this without a dashboard
+
+        return int(state.actor_table(handle._actor_id.hex()).get("Pid") or 0)
+    except Exception:
+        return None
+
+
 def _nodes() -> list[Node]:
     import ray
 
@@ -556,12 +574,17 @@ class RayExecutor:
         free, total = ray.available_resources(), ray.cluster_resources()
         have = ", ".join(f"{k} {_amount(k, free.get(k, 0.0))} of {_amount(k, total.get(k, 0.0))}"
                          for k in ("CPU", "GPU", "memory") if total.get(k))
-        for stage in sorted({a.slot.stage for a in late}):
-            mine = [a for a in late if a.slot.stage == stage]
-            msg = (f"{len(mine)} {stage} actor(s) not started after {self._config.workers.place_warn_s:g} s: "
-                   f"each asks for {_asks(mine[0].slot)}; the cluster has {have} free. Another job may hold "
-                   f"them, or no node offers them; the {stage} work waits.")
-            log.warning(msg)
+        after = f"{self._config.workers.place_warn_s:g} s"
+        for (stage, pid), mine in _group(late, lambda a: (a.slot.stage, _placed_pid(a.handle))).items():
+            if pid:  # it has a process: its models are still loading (slow storage, a big model)
+                msg = f"{len(mine)} {stage} actor(s) placed but still loading their models after {after}"
+                log.info(msg)
+            else:
+                word = "placed" if pid == 0 else "started"  # 0: Ray says it has no process yet
+                msg = (f"{len(mine)} {stage} actor(s) not {word} after {after}: each asks for {_asks(mine[0].slot)}; "
+                       f"the cluster has {have} free. Another job may hold them, or no node offers them; "
+                       f"the {stage} work waits.")
+                log.warning(msg)
             self.events.append((now, msg))
 
     def _complete(self, call: _Call) -> list[int]:
