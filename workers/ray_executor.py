@@ -182,7 +182,7 @@ class _Actor:
     ended: Optional[float] = None
     cool_until: float = 0.0  # unreachable lately: no calls before then
     up: bool = False  # Ray has started it (its node id came back)
-    reported: bool = False  # said to be waiting for resources
+    reported: bool = False  # reported as not up after workers.place_warn_s
 
 
 def _inflight(spec, a: _Actor) -> int:
@@ -217,6 +217,12 @@ def _asks(slot: Slot) -> str:
     return ", ".join(parts)
 
 
+def _fits(slot: Slot, free: dict) -> bool:
+    memory = STAGES[slot.stage].memory_mb * 2 ** 20
+    return (free.get("CPU", 0.0) >= slot.num_cpus and free.get("GPU", 0.0) >= slot.num_gpus
+            and free.get("memory", 0.0) >= memory)
+
+
 def _group(items, key) -> dict:
     out: dict = {}
     for x in items:
@@ -224,15 +230,15 @@ def _group(items, key) -> dict:
     return out
 
 
-def _placed_pid(handle) -> Optional[int]:
-    """The process Ray gave an actor (0: none yet, still waiting to be placed), from the
-    GCS's actor table; None when that cannot be read."""
+def _where(handle) -> str:
+    """"loading" when Ray gave a not yet ready actor a process, "unplaced" when it has none
+    yet, "unknown" when the GCS's actor table cannot be read."""
     try:
         from ray._private.state import state  # no public call tells this without a dashboard
 
-        return int(state.actor_table(handle._actor_id.hex()).get("Pid") or 0)
+        return "loading" if int(state.actor_table(handle._actor_id.hex()).get("Pid") or 0) else "unplaced"
     except Exception:
-        return None
+        return "unknown"
 
 
 def _nodes() -> list[Node]:
@@ -575,15 +581,16 @@ class RayExecutor:
         have = ", ".join(f"{k} {_amount(k, free.get(k, 0.0))} of {_amount(k, total.get(k, 0.0))}"
                          for k in ("CPU", "GPU", "memory") if total.get(k))
         after = f"{self._config.workers.place_warn_s:g} s"
-        for (stage, pid), mine in _group(late, lambda a: (a.slot.stage, _placed_pid(a.handle))).items():
-            if pid:  # it has a process: its models are still loading (slow storage, a big model)
+        for (stage, where), mine in _group(late, lambda a: (a.slot.stage, _where(a.handle))).items():
+            if where == "loading":  # it has a process: its models load slowly (slow storage, a big model)
                 msg = f"{len(mine)} {stage} actor(s) placed but still loading their models after {after}"
                 log.info(msg)
             else:
-                word = "placed" if pid == 0 else "started"  # 0: Ray says it has no process yet
+                word = "placed" if where == "unplaced" else "started"
+                why = ("Ray is still starting worker processes, or a node is unwell" if _fits(mine[0].slot, free)
+                       else "another job may hold them, or no node offers them")
                 msg = (f"{len(mine)} {stage} actor(s) not {word} after {after}: each asks for {_asks(mine[0].slot)}; "
-                       f"the cluster has {have} free. Another job may hold them, or no node offers them; "
-                       f"the {stage} work waits.")
+                       f"the cluster has {have} free ({why}); the {stage} work waits.")
                 log.warning(msg)
             self.events.append((now, msg))
 
