@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 
 import pytest
 
@@ -116,8 +117,6 @@ _RAY_NOISE = ("Disconnecting client due to connection error",)
 
 
 def _ray_state_report(logs_dir: str, since: float) -> str:
-    import time as _time
-
     import ray
 
     out = [f"cluster {ray.cluster_resources()}", f"available {ray.available_resources()}"]
@@ -132,7 +131,7 @@ def _ray_state_report(logs_dir: str, since: float) -> str:
                            f"start={a.get('StartTime')} end={a.get('EndTime')} death={death and death[1]!r}")
     except Exception as e:  # a private API: its absence must not hide the test's own failure
         out.append(f"(actor table unavailable: {e!r})")
-    stamp = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(since))
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
     for name in ("raylet.out", "gcs_server.out"):
         try:
             with open(os.path.join(logs_dir, name), errors="replace") as f:

@@ -208,19 +208,13 @@ def _amount(resource: str, value: float) -> str:
     return f"{value / 2 ** 30:.1f} GiB" if resource == "memory" else f"{value:g}"
 
 
-def _asks(slot: Slot) -> str:
-    parts = [f"CPU {slot.num_cpus:g}"]
-    if slot.num_gpus:
-        parts.append(f"GPU {slot.num_gpus:g}")
-    if STAGES[slot.stage].memory_mb:
-        parts.append(f"memory {STAGES[slot.stage].memory_mb / 1024:.1f} GiB")
-    return ", ".join(parts)
+def _asks(slot: Slot) -> dict[str, float]:
+    """What one actor of ``slot`` asks Ray for, by Ray's resource names (memory in bytes)."""
+    return {"CPU": slot.num_cpus, "GPU": slot.num_gpus, "memory": STAGES[slot.stage].memory_mb * 2 ** 20}
 
 
 def _fits(slot: Slot, free: dict) -> bool:
-    memory = STAGES[slot.stage].memory_mb * 2 ** 20
-    return (free.get("CPU", 0.0) >= slot.num_cpus and free.get("GPU", 0.0) >= slot.num_gpus
-            and free.get("memory", 0.0) >= memory)
+    return all(free.get(k, 0.0) >= v for k, v in _asks(slot).items())
 
 
 def _group(items, key) -> dict:
@@ -371,10 +365,11 @@ class RayExecutor:
         cls = ray.remote(StageActor)
         new: list[_Actor] = []
         for s in slots:
-            opts: dict[str, Any] = dict(num_cpus=s.num_cpus, num_gpus=s.num_gpus, max_restarts=-1,
+            need = _asks(s)
+            opts: dict[str, Any] = dict(num_cpus=need["CPU"], num_gpus=need["GPU"], max_restarts=-1,
                                         max_task_retries=MAX_TASK_RETRIES)
-            if STAGES[s.stage].memory_mb:
-                opts["memory"] = STAGES[s.stage].memory_mb * 2 ** 20
+            if need["memory"]:
+                opts["memory"] = need["memory"]
             if s.node_id:  # soft: a restarted actor may go elsewhere when its node is gone
                 opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(s.node_id, soft=True)
             a = _Actor(cls.options(**opts).remote(s.stage, self._config, s.device, s.threads), s)
@@ -589,7 +584,8 @@ class RayExecutor:
                 word = "placed" if where == "unplaced" else "started"
                 why = ("Ray is still starting worker processes, or a node is unwell" if _fits(mine[0].slot, free)
                        else "another job may hold them, or no node offers them")
-                msg = (f"{len(mine)} {stage} actor(s) not {word} after {after}: each asks for {_asks(mine[0].slot)}; "
+                asks = ", ".join(f"{k} {_amount(k, v)}" for k, v in _asks(mine[0].slot).items() if v or k == "CPU")
+                msg = (f"{len(mine)} {stage} actor(s) not {word} after {after}: each asks for {asks}; "
                        f"the cluster has {have} free ({why}); the {stage} work waits.")
                 log.warning(msg)
             self.events.append((now, msg))
