@@ -377,13 +377,46 @@ def test_windows_shared_only_when_asked(base_asr, clips, monkeypatch):
     real = base_asr._decode
     monkeypatch.setattr(base_asr, "_decode", lambda p, lang, share: seen.append(share) or real(p, lang, share))
     items = [SpeechItem(clips[n], 10.0 * k, language="en") for k, n in enumerate(NAMES[:2])]
-    assert base_asr.cfg.share_windows  # the default: short clips share windows
-    out = base_asr.transcribe_many(items)
-    monkeypatch.setattr(base_asr, "cfg", dataclasses.replace(base_asr.cfg, share_windows=False))
+    assert not base_asr.cfg.share_windows  # the default: a window each, encoded at its own length
     base_asr.transcribe_many(items)
-    assert seen == [True, False]
+    monkeypatch.setattr(base_asr, "cfg", dataclasses.replace(base_asr.cfg, share_windows=True))
+    out = base_asr.transcribe_many(items)
+    assert seen == [False, True]
     for n, t in zip(NAMES, out):
         assert word_error_rate(synth.speech_text(n), t.text) <= 0.15
+
+
+def test_fitted_frames_hear_the_longest_window_and_some_silence():
+    from vidan.models.asr import FIT_MIN_S, FIT_SLACK_S, fitted_frames
+
+    assert (FIT_MIN_S, FIT_SLACK_S) == (10.0, 3.0)  # the figures below depend on them
+    assert fitted_frames([4.9, 5.4], 100) == 1000  # short clips: at least FIT_MIN_S
+    assert fitted_frames([5.0, 12.3], 100) == 1600  # the longest, 3 s more, whole seconds
+    assert fitted_frames([27.5], 100) == 3000  # never more than Whisper's 30 s
+    assert fitted_frames([30.0, 1.0], 50) == 1500
+
+
+def test_a_short_clip_is_encoded_once_at_its_own_length(base_asr, clips, monkeypatch):
+    """A clip's language is detected from its speech and its words decoded from the same
+    encoding, at the clip's fitted length instead of a padded 30 s window."""
+    from vidan.models.asr import fitted_frames
+
+    shapes: list[tuple] = []
+    real = base_asr._encodings._encode
+    monkeypatch.setattr(base_asr._encodings, "_encode", lambda f: shapes.append(f.shape) or real(f))
+    silence = np.zeros(RATE // 2, np.float32)
+    # languages left to detect; speech padded with silence, as the audio stage hands it over
+    items = [SpeechItem(np.concatenate([silence, clips[n], silence]), 100.0 * k) for k, n in enumerate(NAMES)]
+    reused = base_asr._encodings.reused
+    out = base_asr.transcribe_many(items)
+    longest = max(len(clips[n]) / RATE for n in NAMES) + 1.0
+    assert shapes and all(s[-1] <= fitted_frames([longest], 100) < 3000 for s in shapes), shapes
+    assert sum(s[0] for s in shapes) == len(NAMES)  # one encoding a clip
+    assert base_asr._encodings.reused - reused == len(NAMES)  # the second use of each: kept
+    assert base_asr._encodings.kept is None  # nothing held once the call is over
+    for n, t in zip(NAMES, out):
+        assert t.language == "en" and t.detected_language == "en"
+        assert word_error_rate(synth.speech_text(n), t.text) <= 0.15, (n, t.text)
 
 
 def test_a_clip_without_speech_gets_no_words_beside_others(base_asr, clips):

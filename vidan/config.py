@@ -82,10 +82,11 @@ class AsrConfig:
     language_threshold: float = 0.8
     languages: Optional[tuple[str, ...]] = None  # allow-list of language codes; None: all
     batch_size: int = 8  # 30-second windows decoded together
-    # Short clips share Whisper's 30-second windows, up to about 18 s of speech a window
-    # (vidan.models.asr.SHARED_FILL_S): on 40 clips of 8 s, 42% less compute, mean WER
-    # 0.019 against 0.011 with a window each. False: every clip in windows of its own.
-    share_windows: bool = True
+    # True: short clips share Whisper's windows, up to about 18 s of speech a window
+    # (vidan.models.asr.SHARED_FILL_S). Off by default: windows are encoded at their own
+    # length (vidan.models.asr.FIT_SLACK_S), so sharing saves nothing and costs words
+    # (40 clips of 8 s: mean WER 0.023 shared, 0.016 a window each, 29 and 23 CPU-s).
+    share_windows: bool = False
 
     def __post_init__(self) -> None:
         # TOML/YAML give lists, the command line may give "en,fr": keep one hashable form
