@@ -419,6 +419,21 @@ def test_a_short_clip_is_encoded_once_at_its_own_length(base_asr, clips, monkeyp
         assert word_error_rate(synth.speech_text(n), t.text) <= 0.15, (n, t.text)
 
 
+def test_a_long_clips_first_window_is_decoded_from_the_encoding_its_language_came_from(base_asr, clips,
+                                                                                        monkeypatch):
+    rows: list[int] = []
+    real = base_asr._encodings._encode
+    monkeypatch.setattr(base_asr._encodings, "_encode", lambda f: rows.append(f.shape[0]) or real(f))
+    gap = np.zeros(RATE, np.float32)
+    said = NAMES + NAMES[::-1]  # about 43 s of speech: two windows
+    audio = np.concatenate([x for n in said for x in (clips[n], gap)])
+    reused = base_asr._encodings.reused
+    t = base_asr.transcribe_many([SpeechItem(audio)])[0]
+    assert sum(rows) == 2 and base_asr._encodings.reused - reused == 1  # three uses, two encodings
+    assert t.language == "en"
+    assert word_error_rate(" ".join(synth.speech_text(n) for n in said), t.text) <= 0.15, t.text
+
+
 def test_a_clip_without_speech_gets_no_words_beside_others(base_asr, clips):
     rng = np.random.default_rng(0)
     items = [SpeechItem(clips["cat"], 0.0, language="en"),

@@ -15,8 +15,8 @@ clip's voice-activity pieces are laid into windows of up to 30 seconds (several 
 window with ``asr.share_windows``), decoded in batches of ``asr.batch_size``, each batch
 encoded at its longest window's length rather than padded to 30 s (``fitted_frames``): a
 short clip no longer pays a whole window. Each clip's language is detected once, from
-its first 30 seconds of speech, in batches encoded the same way, and a clip whose speech
-fills one window is decoded from that same encoding (``_SharedEncodings``).
+its first window of speech, in batches encoded the same way, and that window is then
+decoded from the same encoding (``_SharedEncodings``).
 
 Whisper's language guess is checked when it is unsure (probability under
 ``asr.language_threshold``) and its transcript is not plainly right (fluent, and its text
@@ -382,6 +382,23 @@ def _prepare(item: SpeechItem, vad: bool) -> Optional[_Prepared]:
     return _Prepared(a, pieces)
 
 
+def _detection_audio(p: _Prepared) -> np.ndarray:
+    """What the language is detected from: the item's first window as ``pack_windows``
+    lays it (whole pieces, up to 30 s), so that window is then decoded from the same
+    encoding (``_SharedEncodings``); the first 30 s of speech when that window holds
+    less than ``DETECT_MIN_S`` (a short piece before a long one)."""
+    limit, n = int(WINDOW_S * RATE), 0
+    taken = []
+    for s, e in p.pieces:
+        if n + e - s > limit:
+            break
+        taken.append(p.audio[s:e])
+        n += e - s
+    if n >= min(DETECT_MIN_S * RATE, sum(e - s for s, e in p.pieces)):
+        return np.concatenate(taken)
+    return _first_speech(p)
+
+
 def _first_speech(p: _Prepared, seconds: float = WINDOW_S) -> np.ndarray:
     """The first ``seconds`` of the item's speech, pauses left out."""
     parts, left = [], int(seconds * RATE)
@@ -710,10 +727,10 @@ class FasterWhisperAsr(_Whisper):
         if not self._model.model.is_multilingual:
             return {i: LanguageGuess("en", 1.0, [("en", 1.0)]) for i in ids}
         fps = self._model.frames_per_second
-        firsts = {i: _first_speech(preps[i]) for i in ids}
+        firsts = {i: _detection_audio(preps[i]) for i in ids}
         # Shortest first, and each batch at the length its decoding windows will have
-        # (fitted_frames): a clip whose speech fills one window is then decoded from the
-        # encoding made here (_SharedEncodings).
+        # (fitted_frames): a clip's first window is then decoded from the encoding made
+        # here (_SharedEncodings).
         ids.sort(key=lambda i: firsts[i].size)
         for k in range(0, len(ids), self.cfg.batch_size):
             batch = ids[k:k + self.cfg.batch_size]
