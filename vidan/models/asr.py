@@ -51,12 +51,12 @@ WINDOW_S = 30.0  # Whisper hears 30 seconds at a time
 ITEM_GAP_S = 0.5
 # A word in a shared window is placed by the point this share of its length before its end.
 END_SHARE = 0.2
-# Another clip's speech joins a window only while the window stays this short. Whisper
-# base misheard words of a clip packed after three or four other clips' sentences (40
-# clips of 8 s: mean WER 0.011 with a window each, 0.035 to 0.047 in full 30 s windows,
-# one clip 0.36). Up to 18 s, about three 5 s sentences: mean 0.019, no clip worse than
-# its worst alone (0.077), in 42% less time. One clip's own speech still fills whole
-# windows, so a long talk costs what it did.
+# With asr.share_windows, another clip's speech joins a window only while the window
+# stays this short. Whisper base misheard words of a clip packed after three or four
+# other clips' sentences (40 clips of 8 s: mean WER 0.011 with a window each, 0.035 to
+# 0.047 in full 30 s windows, one clip 0.36). Up to 18 s, about three 5 s sentences:
+# mean 0.019. Sharing paid while every window was padded to 30 s; with fitted windows
+# (below) a window each costs less and mishears less, so it is off by default.
 SHARED_FILL_S = 18.0
 # Whisper's encoder hears each batch of windows at the length of its longest window plus
 # this much silence, not padded to 30 s: CTranslate2 takes shorter inputs. On 40 clips of
