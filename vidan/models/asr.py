@@ -639,35 +639,49 @@ def fitted_frames(durations_s: Sequence[float], frames_per_second: int) -> int:
 
 
 class _SharedEncodings:
-    """Whisper's encoder outputs kept for one ``transcribe_many`` call, one per window.
+    """Language detection's encoder outputs, kept for one ``transcribe_many`` call.
 
-    A short clip's language is detected from its speech and the clip is then decoded in
-    a window holding that same speech, at the same length: the second encoding of the
-    same features is taken from here (on 40 clips of 8 s, half the encoder's work). An
-    output is reused only for features equal to the byte, so what is decoded is what a
-    fresh encoding would give. CPU only: on a GPU the copies would cost more than the
-    encoder."""
+    A clip's language is detected from its first window of speech and that window is then
+    decoded at the same length: its second encoding is taken from here (on 40 clips of
+    8 s, half the encoder's work). Only detection's outputs are kept (one per clip), and
+    one is reused only for features equal to the byte, so what is decoded is what a fresh
+    encoding would give. CPU only: on a GPU the copies would cost more than the encoder."""
 
     def __init__(self, encode):
         self._encode = encode  # WhisperModel.encode, bound
         self.kept: Optional[dict[bytes, np.ndarray]] = None  # None: off
         self.reused = 0
 
-    def __call__(self, features: np.ndarray):
+    @staticmethod
+    def _keys(features: np.ndarray) -> list[bytes]:
         import hashlib
 
+        return [hashlib.blake2b(np.ascontiguousarray(f).tobytes(), digest_size=16).digest() for f in features]
+
+    def keep(self, features: np.ndarray):
+        """Encode ``features`` (batch, mels, frames) for detection, keeping each row's output."""
+        out = self._encode(features)
+        if self.kept is not None:
+            for key, row in zip(self._keys(features), np.array(out)):
+                self.kept[key] = row
+        return out
+
+    def __call__(self, features: np.ndarray):
+        """``model.encode`` for the decoding pipeline: kept rows reused, the rest encoded."""
         import ctranslate2
 
-        if self.kept is None or features.ndim != 3:
+        if not self.kept or features.ndim != 3:
             return self._encode(features)
-        keys = [hashlib.blake2b(np.ascontiguousarray(f).tobytes(), digest_size=16).digest() for f in features]
+        keys = self._keys(features)
         missing = [k for k, key in enumerate(keys) if key not in self.kept]
+        if len(missing) == len(keys):
+            return self._encode(features)
+        rows = [self.kept.get(key) for key in keys]
         if missing:
-            fresh = np.array(self._encode(np.ascontiguousarray(features[missing])))
-            for k, out in zip(missing, fresh):
-                self.kept[keys[k]] = out
+            for k, row in zip(missing, np.array(self._encode(np.ascontiguousarray(features[missing])))):
+                rows[k] = row
         self.reused += len(keys) - len(missing)
-        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack([self.kept[key] for key in keys])))
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(rows)))
 
 
 def _fitted_pipeline(model):
@@ -737,7 +751,8 @@ class FasterWhisperAsr(_Whisper):
             mels = [self._model.feature_extractor(firsts[i])[..., :-1] for i in batch]
             n = max(fitted_frames([firsts[i].size / RATE for i in batch], fps), int(DETECT_MIN_S * fps))
             feats = np.stack([pad_or_trim(m, n) for m in mels])
-            results = self._model.model.detect_language(self._model.encode(feats))
+            encode = self._encodings.keep if self._encodings is not None else self._model.encode
+            results = self._model.model.detect_language(encode(feats))
             for i, res in zip(batch, results):
                 g = self._guess((tok[2:-2], p) for tok, p in res)  # "<|en|>" -> "en"
                 if g is not None:
