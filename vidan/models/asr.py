@@ -387,15 +387,9 @@ def _detection_audio(p: _Prepared) -> np.ndarray:
     lays it (whole pieces, up to 30 s), so that window is then decoded from the same
     encoding (``_SharedEncodings``); the first 30 s of speech when that window holds
     less than ``DETECT_MIN_S`` (a short piece before a long one)."""
-    limit, n = int(WINDOW_S * RATE), 0
-    taken = []
-    for s, e in p.pieces:
-        if n + e - s > limit:
-            break
-        taken.append(p.audio[s:e])
-        n += e - s
-    if n >= min(DETECT_MIN_S * RATE, sum(e - s for s, e in p.pieces)):
-        return np.concatenate(taken)
+    first = pack_windows({0: p.pieces}, window=int(WINDOW_S * RATE), gap=0, share=False)[0]
+    if first.end - first.start >= min(DETECT_MIN_S * RATE, sum(e - s for s, e in p.pieces)):
+        return np.concatenate([p.audio[q.src_start:q.src_end] for q in first.pieces])
     return _first_speech(p)
 
 
