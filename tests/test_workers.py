@@ -109,6 +109,14 @@ def test_a_model_that_does_not_load_fails_the_run_with_its_own_error(ray_local, 
     assert not list((tmp_path / "out").rglob("*.parquet"))  # no file was failed for it
 
 
+def _wait_for_every_cpu(ray, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0):
+        assert time.monotonic() < deadline, (
+            f"CPUs still held {timeout_s:.0f} s after the earlier tests: {ray.available_resources()}")
+        time.sleep(0.5)
+
+
 def test_actors_the_cluster_cannot_start_are_reported_and_their_work_waits_for_them(ray_local, tmp_path, caplog):
     """Another job holds every core: vidan's actors cannot start. The run says so (what
     they ask for, what is free) instead of waiting without a word, and its work goes on
@@ -123,6 +131,10 @@ def test_actors_the_cluster_cannot_start_are_reported_and_their_work_waits_for_t
         def ready(self) -> bool:
             return True
 
+    # Actors of earlier tests on this shared Ray may still be winding down: one whose last
+    # handle was dropped mid-call exits gracefully, which Ray lets run for 30 s before it
+    # kills it. The other job must find every core free, or it cannot take them all.
+    _wait_for_every_cpu(ray_local, timeout_s=150)
     other = ray_local.remote(num_cpus=2)(OtherJob).remote()
     ex = RayExecutor()
     try:

@@ -243,6 +243,8 @@ def _nodes() -> list[Node]:
 
 
 class RayExecutor:
+    shutdown_wait_s = 10.0  # for killed actors to be reported dead
+
     def __init__(self, address: Optional[str] = None, *, num_cpus: Optional[int] = None, device: str = "auto",
                  temp_dir: Optional[str] = None, quiet: bool = True, call_timeout_s: Optional[float] = None):
         # a cluster that cannot be reached is found before the report folder is touched
@@ -786,9 +788,15 @@ class RayExecutor:
                 request_resources(bundles=[])
             except Exception:
                 pass
-        for acts in self._actors.values():
-            for a in acts:
-                ray.kill(a.handle)
+        handles = [a.handle for acts in self._actors.values() for a in acts]
+        for h in handles:
+            ray.kill(h)
+        # Hold the handles until Ray reports the actors dead: a handle dropped while its kill
+        # is in flight can make Ray end the actor "gracefully" instead, after its running
+        # call (up to 30 s), and the next run on this Ray would find those cores taken.
+        if handles:
+            ray.wait([h.__ray_ready__.remote() for h in handles], num_returns=len(handles),
+                     timeout=self.shutdown_wait_s)
         for acts in self._actors.values():
             acts.clear()
         self._calls.clear()
