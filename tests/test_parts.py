@@ -33,7 +33,8 @@ TALK_S = 64.0
 # entirely in the hole, the others end or start in it.
 SPARSE = [(2.0, "coffee"), (46.0, "cat")]
 SPARSE_S = 60.0
-CFG = Config().replace(asr={"beam_size": 1, "language": "en"}, limits={"part_s": PART_S})
+# The default beam (5): at beam 1 a sentence's words depended on the CPU's instruction set.
+CFG = Config().replace(asr={"language": "en"}, limits={"part_s": PART_S})
 
 
 def _text(pieces) -> str:
@@ -157,15 +158,15 @@ def test_talk_in_parts_keeps_every_word_once(report, one_part):
     words = _words(_segments(report, "talk.mp4"))
     parts_wer = word_error_rate(_text(TALK), " ".join(w["text"] for w in words))
     one_wer = word_error_rate(_text(TALK), " ".join(w.text for w in one_part.words))
-    # Every word once: as many words as were said, give or take the few a misheard
+    # Every word once: as many words as were said, give or take the one a misheard
     # phrase merges or splits. Whisper's batched windows start where each part's speech
-    # starts, so at beam 1 a part hears a sentence with other context than the whole file
-    # does and slips on a few words anywhere (seen: "brew" -> "blew", "brew a strong" ->
-    # "bruised wrong", "scored a late" -> "cordial eight"; on 24 three-sentence windows
-    # beam 1 misses 7% of words padded to 30 s or not). The seams are checked strictly below.
+    # starts, so a part hears a sentence with other context than the whole file does and
+    # may slip on a word anywhere. (At beam 1, not the default, slips were many and
+    # differed between CPUs: "scored a late goal" was "cordial ate gold" on an AVX2-only
+    # machine.) The seams are checked strictly below.
     said = len(_text(TALK).split())
-    assert abs(len(words) - said) <= 4, (len(words), said)
-    assert parts_wer <= max(one_wer + 0.1, 0.05), (parts_wer, one_wer, " ".join(w["text"] for w in words))
+    assert abs(len(words) - said) <= 2, (len(words), said)
+    assert parts_wer <= max(one_wer + 0.06, 0.05), (parts_wer, one_wer, " ".join(w["text"] for w in words))
     # sentence by sentence where a seam cuts one, so a few words lost or doubled there are
     # not hidden by a slip elsewhere: as many words as were said (give or take the one a
     # misheard word splits into two), and no worse than a clip heard badly

@@ -795,8 +795,9 @@ class RayExecutor:
         # is in flight can make Ray end the actor "gracefully" instead, after its running
         # call (up to 30 s), and the next run on this Ray would find those cores taken.
         if handles:
-            ray.wait([h.__ray_ready__.remote() for h in handles], num_returns=len(handles),
-                     timeout=self.shutdown_wait_s)
+            # (not retried: the actors' own retry count would print a warning per retry)
+            ray.wait([h.__ray_ready__.options(max_task_retries=0).remote() for h in handles],
+                     num_returns=len(handles), timeout=self.shutdown_wait_s)
         for acts in self._actors.values():
             acts.clear()
         self._calls.clear()
