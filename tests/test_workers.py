@@ -109,12 +109,14 @@ def test_a_model_that_does_not_load_fails_the_run_with_its_own_error(ray_local, 
     assert not list((tmp_path / "out").rglob("*.parquet"))  # no file was failed for it
 
 
-def _wait_for_every_cpu(ray, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0):
-        assert time.monotonic() < deadline, (
-            f"CPUs still held {timeout_s:.0f} s after the earlier tests: {ray.available_resources()}")
+def _free_cpus(ray, wait_s: float) -> float:
+    """The CPUs free on the shared Ray, once all are or after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0) >= ray.cluster_resources().get("CPU", 0):
+            break
         time.sleep(0.5)
+    return ray.available_resources().get("CPU", 0)
 
 
 def test_actors_the_cluster_cannot_start_are_reported_and_their_work_waits_for_them(ray_local, tmp_path, caplog):
@@ -131,11 +133,14 @@ def test_actors_the_cluster_cannot_start_are_reported_and_their_work_waits_for_t
         def ready(self) -> bool:
             return True
 
-    # Actors of earlier tests on this shared Ray may still be winding down: one whose last
-    # handle was dropped mid-call exits gracefully, which Ray lets run for 30 s before it
-    # kills it. The other job must find every core free, or it cannot take them all.
-    _wait_for_every_cpu(ray_local, timeout_s=150)
-    other = ray_local.remote(num_cpus=2)(OtherJob).remote()
+    # The other job takes every core that is free. Actors of earlier tests on this shared
+    # Ray may still be winding down (Ray lets a graceful exit run 30 s), so it waits for
+    # them a while; but Ray 2.60 sometimes never gives back half a core after a series of
+    # killed and retired actors (every actor dead, no worker left: seen here and in CI),
+    # and then the job takes what there is.
+    free = _free_cpus(ray_local, wait_s=45)
+    assert free >= 1, ray_local.available_resources()
+    other = ray_local.remote(num_cpus=free)(OtherJob).remote()
     ex = RayExecutor()
     try:
         assert ray_local.get(other.ready.remote(), timeout=60)
@@ -161,8 +166,10 @@ def test_embedded_ray_stays_on_loopback(ray_local):
 
 
 def test_a_stuck_call_is_cut_off_and_the_pool_recovers(ray_local, tmp_path):
-    """A call that runs past the executor's deadline is cancelled and its worker restarted;
-    the file fails with "timed out", and the next call runs normally."""
+    """A call that runs past the executor's deadline is cancelled and its worker replaced
+    by a fresh actor; the file fails with "timed out", and the next call runs normally.
+    (An actor restarted in place held that next call 30 s: Ray waited for the cancelled
+    call's sequence number.)"""
     import pytest
 
     from vidan.config import Config
@@ -173,9 +180,13 @@ def test_a_stuck_call_is_cut_off_and_the_pool_recovers(ray_local, tmp_path):
     ex = RayExecutor(call_timeout_s=0.3)  # far below what decoding 20 s of video takes
     ex.start(Config())
     try:
+        h = ex.submit("visual", job)
+        (stuck,) = ex._actors["decode"]
         with pytest.raises(VidanError, match="timed out") as err:
-            _run(ex, ex.submit("visual", job), 0.2)
+            _run(ex, h, 0.2)
         assert err.value.stage == "decode" and "timed out" in err.value.message
+        (fresh,) = ex._actors["decode"]
+        assert fresh is not stuck and fresh.handle != stuck.handle and stuck.ended is not None
         ex.call_timeout_s = 300
         assert isinstance(_run(ex, ex.submit("visual", job), 0.2), FramePart)
     finally:

@@ -720,18 +720,19 @@ class RayExecutor:
 
     def _cut_off_stuck(self) -> list[int]:
         """Fail the calls that ran past ``call_timeout_s``: cancel each (so Ray does not
-        retry it) and restart its actor. Returns their handles, now done."""
+        retry it) and replace its actor. Returns their handles, now done."""
         import ray
 
         now = time.monotonic()
         out = []
         for ref in [r for r, c in self._calls.items() if now > c.deadline]:
-            call = self._calls.pop(ref)
+            call = self._calls.pop(ref, None)
+            if call is None:  # queued behind an earlier stuck call of its actor: sent again
+                continue
             log.warning("%s call ran past %g s: cancelled, worker restarted", call.stage, self.call_timeout_s)
             for r in call.refs:
                 ray.cancel(r)
-            ray.kill(call.actor.handle, no_restart=False)
-            call.actor.inflight -= 1
+            self._replace(call.actor, now)
             stage = STAGES[call.stage].report_stage
             for h, _, _ in call.batch:
                 self._finish(h, VidanError(stage, f"timed out: still running after {self.call_timeout_s:g} s; "
@@ -739,6 +740,28 @@ class RayExecutor:
                 out.append(h)
             self._dispatch(call.stage)
         return out
+
+    def _replace(self, a: _Actor, now: float) -> None:
+        """Kill ``a`` for good and start a fresh actor in its slot. (Restarted in place
+        after a cancelled call, an actor made Ray hold the next call 30 s, waiting for the
+        cancelled call's sequence number.) Calls queued behind the stuck one go back to the
+        front of their queue: they did nothing wrong."""
+        import ray
+
+        for ref, c in list(self._calls.items()):
+            if c.actor is a:
+                del self._calls[ref]
+                for r in c.refs:
+                    ray.cancel(r)
+                self._queues[c.stage].extendleft(reversed(c.batch))
+        a.inflight = 0
+        if a in self._actors[a.slot.stage]:
+            self._actors[a.slot.stage].remove(a)
+        a.ended = now
+        self._gone.append(a)
+        ray.kill(a.handle, no_restart=True)
+        self.events.append((now, f"replaced {a.slot.stage}@{(a.slot.node_id or 'any')[:8]}: a call was stuck"))
+        self._start([a.slot])
 
     def result(self, handle: int) -> Any:
         return chain_result(self._done.pop(handle))
