@@ -262,7 +262,7 @@ class RayExecutor:
         self._started_ray = False
         self._queues: dict[str, deque] = {n: deque() for n in STAGES}
         self._actors: dict[str, list[_Actor]] = {n: [] for n in STAGES}
-        self._gone: list[_Actor] = []  # retired, for the pool statistics
+        self._gone: list[_Actor] = []  # retired or replaced, for the pool statistics
         self._calls: dict[Any, _Call] = {}  # first result ref of a call -> the call
         self._route: dict[int, tuple[str, int]] = {}  # handle -> (chain, step)
         self._seconds: dict[int, float] = {}
@@ -390,8 +390,6 @@ class RayExecutor:
             self._dispatch(name)
 
     def _retire(self, retire: dict[tuple, int], now: float) -> None:
-        import ray
-
         keep_s = self._config.workers.gpu_keep_s
         for key, n in retire.items():
             stage = key[0]
@@ -404,12 +402,18 @@ class RayExecutor:
                     continue  # a warm GPU pool outlives a lull: reloading its models costs minutes
                 if self._queues[stage] and len(self._actors[stage]) == 1:
                     continue
-                self._actors[stage].remove(a)
-                a.ended = now
-                self._gone.append(a)
-                ray.kill(a.handle)
+                self._end(a, now, "retired")
                 n -= 1
-                self.events.append((now, f"retired {stage}@{(a.slot.node_id or 'any')[:8]}"))
+
+    def _end(self, a: _Actor, now: float, what: str) -> None:
+        """Kill ``a`` for good; it is kept for the pool statistics."""
+        import ray
+
+        self._actors[a.slot.stage].remove(a)
+        a.ended = now
+        self._gone.append(a)
+        ray.kill(a.handle)
+        self.events.append((now, f"{what} {a.slot.stage}@{(a.slot.node_id or 'any')[:8]}"))
 
     # --- moving items -----------------------------------------------------------------
 
@@ -729,7 +733,7 @@ class RayExecutor:
             call = self._calls.pop(ref, None)
             if call is None:  # queued behind an earlier stuck call of its actor: sent again
                 continue
-            log.warning("%s call ran past %g s: cancelled, worker restarted", call.stage, self.call_timeout_s)
+            log.warning("%s call ran past %g s: cancelled, worker replaced", call.stage, self.call_timeout_s)
             for r in call.refs:
                 ray.cancel(r)
             self._replace(call.actor, now)
@@ -754,13 +758,7 @@ class RayExecutor:
                 for r in c.refs:
                     ray.cancel(r)
                 self._queues[c.stage].extendleft(reversed(c.batch))
-        a.inflight = 0
-        if a in self._actors[a.slot.stage]:
-            self._actors[a.slot.stage].remove(a)
-        a.ended = now
-        self._gone.append(a)
-        ray.kill(a.handle, no_restart=True)
-        self.events.append((now, f"replaced {a.slot.stage}@{(a.slot.node_id or 'any')[:8]}: a call was stuck"))
+        self._end(a, now, "replaced (a call was stuck)")
         self._start([a.slot])
 
     def result(self, handle: int) -> Any:
