@@ -29,7 +29,7 @@ def test_analyze_on_a_two_node_cluster(tmp_path):
         import os, subprocess, sys
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         from ray.cluster_utils import Cluster
-        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1, "include_dashboard": False}})
         cluster.add_node(num_cpus=2)
         try:
             proc = subprocess.run([sys.executable, "-m", "vidan", "analyze", {str(src)!r}, "--out", {str(out)!r},

@@ -33,7 +33,7 @@ ORCHESTRATE = textwrap.dedent("""
     from ray.cluster_utils import Cluster
 
     src, out, cfg = sys.argv[1:4]
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=2), cluster.add_node(num_cpus=2)]
     cmd = [sys.executable, "-m", "vidan", "analyze", src, "--out", out, "--config", cfg, "--quiet",
            "--address", cluster.address]

@@ -125,27 +125,53 @@ def _centerface_net(path: str, runtime: str = "auto"):
     return _OpenCVNet(path)
 
 
+def _free_shape_graph(path: str) -> bytes:
+    """The CenterFace graph with batch, height and width free, as bytes; kept in vidan's
+    cache under the source file's hash, so a decoding worker that finds it never imports
+    ``onnx`` (1.2 s a process, more than the rest of the detector's start-up)."""
+    import hashlib
+    import os
+
+    from vidan.models.cache import cache_dir
+
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    cached = cache_dir() / f"centerface-free-{digest}.onnx"
+    try:
+        return cached.read_bytes()
+    except OSError:
+        pass
+    import onnx
+
+    model = onnx.load(path)
+    # initializers listed as inputs keep ONNX Runtime from folding them (and warn once each)
+    weights = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for k, name in ((0, "n"), (2, "h"), (3, "w")):
+        dims[k].dim_param = name
+    for out in model.graph.output:
+        for k, d in enumerate(out.type.tensor_type.shape.dim):
+            d.dim_param = f"{out.name}_{k}"
+    data = model.SerializeToString()
+    # whole or not at all: many workers on one machine may start at once
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, cached)
+    except OSError:  # a read-only cache costs the next worker the rebuild, nothing else
+        tmp.unlink(missing_ok=True)
+    return data
+
+
 class _OrtNet:
     name = "onnxruntime"
 
     def __init__(self, path: str):
-        import onnx
-
         from vidan.models.device import onnx_cpu_session
 
-        model = onnx.load(path)
-        # initializers listed as inputs keep ONNX Runtime from folding them (and warn once each)
-        weights = {i.name for i in model.graph.initializer}
-        inputs = [i for i in model.graph.input if i.name not in weights]
-        del model.graph.input[:]
-        model.graph.input.extend(inputs)
-        dims = model.graph.input[0].type.tensor_type.shape.dim
-        for k, name in ((0, "n"), (2, "h"), (3, "w")):
-            dims[k].dim_param = name
-        for out in model.graph.output:
-            for k, d in enumerate(out.type.tensor_type.shape.dim):
-                d.dim_param = f"{out.name}_{k}"
-        self._session = onnx_cpu_session(model.SerializeToString(), threads=1)  # one core a decoder
+        self._session = onnx_cpu_session(_free_shape_graph(path), threads=1)  # one core a decoder
         self._input = self._session.get_inputs()[0].name
 
     def forward(self, blob: np.ndarray) -> list[np.ndarray]:
