@@ -55,3 +55,21 @@ def test_stages_that_run_no_torch_model_load_without_importing_torch():
                 "sorted(m for m in ('torch', 'sentence_transformers', 'transformers', 'onnx') if m in sys.modules))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
         assert out.stdout.strip().splitlines()[-1] == "cpu cpu []", (device, out.stdout[-500:], out.stderr[-2000:])
+
+
+def test_a_machine_with_a_gpu_driver_asks_torch_for_its_device(tmp_path):
+    """The shortcut above only answers "no GPU": where a driver's files exist, torch (or
+    CTranslate2, for Whisper) is asked, so a GPU machine never loses its GPU to it."""
+    import subprocess
+    import sys
+
+    driver = tmp_path / "nvidiactl"
+    driver.touch()
+    code = ("import sys, vidan.models.device as d; "
+            f"d._GPU_DRIVER_FILES = ({str(driver)!r},); "
+            "got = d.pick_device('auto'); asked = 'torch' in sys.modules; "
+            "import torch, ctranslate2; "
+            "print(asked, got == ('cuda' if torch.cuda.is_available() else 'cpu'), "
+            "d.pick_device('auto', 'ctranslate2') == ('cuda' if ctranslate2.get_cuda_device_count() else 'cpu'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["True", "True", "True"], out.stderr[-2000:]

@@ -43,14 +43,20 @@ def pick_device(prefer: str = "auto", library: str = "torch") -> str:
 
 
 def _gpu_driver_present() -> bool:
-    """False only when this machine cannot have a CUDA device: no NVIDIA (or ROCm) driver
-    on Linux, or macOS. Saves a CPU-only worker importing torch (3 s on a slow core) to be
-    told what the missing driver already says."""
+    """False only when this machine cannot have a CUDA device: macOS, or Linux without any
+    GPU driver's device files. Saves a CPU-only worker importing torch (3 s on a slow
+    core) to be told what the missing driver already says."""
     if sys.platform == "darwin":
         return False
     if sys.platform.startswith("linux"):
-        return any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd"))
+        return any(os.path.exists(p) for p in _GPU_DRIVER_FILES)
     return True
+
+
+# NVIDIA's driver, WSL2's GPU bridge, Jetson's integrated GPU, and ROCm (which torch.cuda
+# also serves)
+_GPU_DRIVER_FILES = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg", "/dev/nvhost-ctrl", "/dev/nvmap",
+                     "/dev/kfd")
 
 
 def set_threads(n: int) -> None:
