@@ -33,8 +33,9 @@ run: $(STAMP)
 # Two test processes, a file each at a time (a file's fixtures are built once), the files
 # with slow tests first (tests/conftest.py orders them): the suite waits on Ray,
 # subprocesses and timeouts often enough that two keep two cores busier than one
-# (25.5 minutes down to 16.5 on 2 cores). TEST_WORKERS=0 runs it in one process.
-TEST_WORKERS ?= 2
+# (25.5 minutes down to 16.5 on 2 cores). A one-core machine runs it in one process, as
+# TEST_WORKERS=0 does anywhere.
+TEST_WORKERS ?= $(shell [ "$$(nproc 2>/dev/null || echo 1)" -ge 2 ] && echo 2 || echo 0)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not bench" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
