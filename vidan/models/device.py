@@ -25,7 +25,8 @@ def pick_device(prefer: str = "auto", library: str = "torch") -> str:
         raise ValueError(f"library must be torch or ctranslate2, not {library!r}")
     if prefer == "cpu":
         return "cpu"
-    if not _gpu_driver_present():
+    driver = _gpu_driver_present()
+    if not driver:
         found = False
     elif library == "ctranslate2":
         import ctranslate2
@@ -38,7 +39,8 @@ def pick_device(prefer: str = "auto", library: str = "torch") -> str:
     if found:
         return "cuda"
     if prefer == "cuda":
-        log.warning("CUDA was requested but %s sees no CUDA device; using the CPU", library)
+        log.warning("CUDA was requested but %s; using the CPU",
+                    f"{library} sees no CUDA device" if driver else "this machine has no GPU driver")
     return "cpu"
 
 
