@@ -50,13 +50,36 @@ def load_array(name: str, rows: int, cols: Optional[int] = None):
 
 def save_array(name: str, arr) -> None:
     """Cache ``arr`` whole or not at all: workers on one machine may write the same name at once."""
+    import io
+
     import numpy as np
 
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    save_bytes(name, buf.getvalue())
+
+
+def save_bytes(name: str, data: bytes) -> Path:
+    """Cache ``data`` as ``name``, whole or not at all; its path."""
     path = cache_dir() / name
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, arr, allow_pickle=False)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def file_digest(path: Path) -> str:
+    """16 hex digits of the SHA-256 of a file's bytes: cache names that change with the file."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def package_data_dir(package: str) -> Path:

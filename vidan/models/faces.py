@@ -129,15 +129,11 @@ def _free_shape_graph(path: str) -> bytes:
     """The CenterFace graph with batch, height and width free, as bytes; kept in vidan's
     cache under the source file's hash, so a decoding worker that finds it never imports
     ``onnx`` (1.2 s a process, more than the rest of the detector's start-up)."""
-    import hashlib
-    import os
+    from vidan.models.cache import cache_dir, file_digest, save_bytes
 
-    from vidan.models.cache import cache_dir
-
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    cached = cache_dir() / f"centerface-free-{digest}.onnx"
+    cached = f"centerface-free-{file_digest(Path(path))}.onnx"
     try:
-        return cached.read_bytes()
+        return (cache_dir() / cached).read_bytes()
     except OSError:
         pass
     import onnx
@@ -155,13 +151,10 @@ def _free_shape_graph(path: str) -> bytes:
         for k, d in enumerate(out.type.tensor_type.shape.dim):
             d.dim_param = f"{out.name}_{k}"
     data = model.SerializeToString()
-    # whole or not at all: many workers on one machine may start at once
-    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, cached)
+        save_bytes(cached, data)  # whole or not at all: many workers on one machine may start at once
     except OSError:  # a read-only cache costs the next worker the rebuild, nothing else
-        tmp.unlink(missing_ok=True)
+        pass
     return data
 
 

@@ -14,7 +14,6 @@ torch runs the network (``runtime="torch"`` asks for it).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import logging
 import os
@@ -164,13 +163,9 @@ def _torch_model(path: Path):
 
 def onnx_cache_path(weights: Path) -> Path:
     """Where the ONNX graph of these weights is cached: named by the weights' own bytes."""
-    from vidan.models.cache import cache_dir
+    from vidan.models.cache import cache_dir, file_digest
 
-    h = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return cache_dir() / f"{ARCH}-{h.hexdigest()[:16]}-opset{_OPSET}.onnx"
+    return cache_dir() / f"{ARCH}-{file_digest(weights)}-opset{_OPSET}.onnx"
 
 
 def export_onnx(model, dest: Path) -> Path:
