@@ -2,13 +2,13 @@
 machine with ray.cluster_utils, on loopback), as a user would submit to a cluster."""
 
 import os
-import subprocess
 import sys
 import textwrap
 
 import pytest
 
 from log_guard import check_stderr
+from orchestrate import run_script
 from vidan import load_report, synth
 from vidan.synth import Scene
 from vidan.wer import word_error_rate
@@ -40,8 +40,7 @@ def test_analyze_on_a_two_node_cluster(tmp_path):
             cluster.shutdown()
     """)
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env,
-                          cwd=tmp_path)
+    proc = run_script([sys.executable, "-c", script], timeout=540, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_stderr(proc.stderr, what="vidan analyze --address")  # the command's stderr, passed through
     rep = load_report(out)

@@ -17,6 +17,7 @@ import pytest
 
 import vidan
 from log_guard import check_stderr
+from orchestrate import run_script
 from vidan import synth
 from vidan.synth import Scene
 
@@ -85,8 +86,8 @@ def test_killed_workers_a_lost_node_and_a_killed_driver_lose_and_duplicate_nothi
     cfg = tmp_path / "c.yaml"
     cfg.write_text("asr: {backend: none}\nsegments: {plan: fixed, window_s: 1}\ncommit: {videos: 1}\n")
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    proc = subprocess.run([sys.executable, "-c", ORCHESTRATE, str(src), str(out), str(cfg)], capture_output=True,
-                          text=True, timeout=1200, env=env, cwd=tmp_path)
+    proc = run_script([sys.executable, "-c", ORCHESTRATE, str(src), str(out), str(cfg)], timeout=540, env=env,
+                      cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
 

@@ -12,7 +12,6 @@ exactly once.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
 
@@ -20,6 +19,7 @@ import pytest
 
 import vidan
 from log_guard import check_stderr
+from orchestrate import run_script
 from vidan import synth
 from vidan.synth import Scene
 
@@ -111,8 +111,8 @@ def graph_run(tmp_path_factory):
     photos = ["rocket", "coffee", "chelsea", "astronaut"]
     waited = _clips(tmp / "waited", 3, 3.0, photos)
     grown = _clips(tmp / "grown", 12, 4.0, photos)
-    proc = subprocess.run([sys.executable, "-c", ORCHESTRATE, str(tmp / "waited"), str(tmp / "grown"),
-                           str(tmp / "out1"), str(tmp / "out2")], capture_output=True, text=True, timeout=1200)
+    proc = run_script([sys.executable, "-c", ORCHESTRATE, str(tmp / "waited"), str(tmp / "grown"),
+                       str(tmp / "out1"), str(tmp / "out2")], timeout=540)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT "))
     return json.loads(line[len("REPORT "):]), tmp, waited, grown, proc.stderr

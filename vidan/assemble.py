@@ -109,17 +109,24 @@ class VideoParts:
         return self._vote("language", "language_probability")
 
     def _vote(self, field: str, probability: str) -> tuple[Optional[str], Optional[float]]:
-        votes: Counter = Counter()
-        prob: dict[str, float] = {}
-        for p in self.audio:
-            lang = getattr(p, field)
-            if lang and p.words:
-                votes[lang] += len(p.words)
-                prob[lang] = max(prob.get(lang, 0.0), getattr(p, probability) or 0.0)
-        if not votes:
-            return None, None
-        lang = votes.most_common(1)[0][0]
-        return lang, prob[lang]
+        return vote_language(self.audio, field, probability)
+
+
+def vote_language(parts: Sequence[AudioPart], field: str = "language",
+                  probability: str = "language_probability") -> tuple[Optional[str], Optional[float]]:
+    """The language (``field``) most words were heard in, over parts with words, and the
+    highest ``probability`` a part gave it."""
+    votes: Counter = Counter()
+    prob: dict[str, float] = {}
+    for p in parts:
+        lang = getattr(p, field)
+        if lang and p.words:
+            votes[lang] += len(p.words)
+            prob[lang] = max(prob.get(lang, 0.0), getattr(p, probability) or 0.0)
+    if not votes:
+        return None, None
+    lang = votes.most_common(1)[0][0]
+    return lang, prob[lang]
 
 
 def stitch_words(parts: Sequence[AudioPart], duration_s: float) -> list[Word]:

@@ -14,7 +14,8 @@ from collections import deque
 from typing import Any, Protocol
 
 from vidan.config import Config
-from vidan.stages.registry import CHAINS, STAGES, call_stage, chain_result, item_seconds, model_ids, take_batch
+from vidan.stages.registry import (CHAINS, STAGES, Join, call_stage, chain_result, item_seconds, model_ids,
+                                   n_pieces, pieces_of, take_batch)
 
 log = logging.getLogger("vidan")
 
@@ -49,6 +50,8 @@ class LocalExecutor:
         self._queues: dict[str, deque] = {name: deque() for name in STAGES}
         self._route: dict[int, tuple[str, int]] = {}  # handle -> (chain, step)
         self._done: dict[int, Any] = {}
+        self._parent: dict[int, tuple[int, int]] = {}  # a piece's handle -> (its item's handle, index)
+        self._joins: dict[int, Join] = {}  # an item cut into pieces -> its pieces' last results
         self._next = 0
         self.busy_s: dict[str, float] = {name: 0.0 for name in STAGES}
         self._ncalls: dict[str, int] = {name: 0 for name in STAGES}
@@ -98,13 +101,34 @@ class LocalExecutor:
             chain, step = self._route[h]
             stages = CHAINS[chain]
             if step + 1 < len(stages) and not isinstance(value, BaseException):
+                pieces = pieces_of(self._stages[name], spec, value, n_pieces(spec, seconds))
+                if len(pieces) > 1:
+                    del self._route[h]
+                    self._joins[h] = Join(spec, len(pieces))
+                    for j, piece in enumerate(pieces):
+                        c = self._next
+                        self._next += 1
+                        self._parent[c] = (h, j)
+                        self._route[c] = (chain, step + 1)
+                        self._queues[stages[step + 1]].append((c, piece, seconds / len(pieces)))
+                    continue
                 self._route[h] = (chain, step + 1)
                 self._queues[stages[step + 1]].append((h, value, seconds))
             else:
                 del self._route[h]
-                self._done[h] = value
-                done.append(h)
+                done += self._settle(h, value)
         return done
+
+    def _settle(self, h: int, value: Any) -> list[int]:
+        """An item's chain is done: it is, or the last piece of its item is (joined)."""
+        if h not in self._parent:
+            self._done[h] = value
+            return [h]
+        parent, j = self._parent.pop(h)
+        if not self._joins[parent].add(j, value):
+            return []
+        self._done[parent] = self._joins.pop(parent).result()
+        return [parent]
 
     def result(self, handle: int) -> Any:
         return chain_result(self._done.pop(handle))

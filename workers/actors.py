@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from vidan.config import Config
 
@@ -103,12 +103,19 @@ class StageActor:
 
         return ray.get_runtime_context().get_node_id()
 
-    def process(self, inputs: list) -> Any:
-        from vidan.stages.registry import call_stage
+    def process(self, inputs: list, pieces: Optional[list[int]] = None) -> Any:
+        """One result per input, in order; with ``pieces`` (a stage that cuts its results,
+        ``split_s``), ``pieces[i]`` results for input i, so every piece has its own
+        reference and goes to whichever actor of the next stage is free."""
+        from vidan.stages.registry import call_stage, pieces_of
 
         items = [fetch(x) for x in inputs]
         live = [i for i, x in enumerate(items) if not isinstance(x, Lost)]
         out = list(items)
         for i, r in zip(live, call_stage(self.stage, self.spec, [items[i] for i in live])):
             out[i] = r
+        if pieces is not None:
+            # a lost input stands for each of its pieces: the driver sends the item again
+            out = [p for r, k in zip(out, pieces)
+                   for p in ([r] * k if isinstance(r, Lost) else pieces_of(self.stage, self.spec, r, k))]
         return out[0] if len(out) == 1 else tuple(out)

@@ -6,7 +6,10 @@ re-planned while the run goes: a node that joins gets actors, cores move to the 
 that is behind, encoders ask for GPUs the autoscaler has not started yet.
 
 Items move between stages as object references: the driver hands a decoder's result
-to an encoder without fetching it. Each stage has a bounded queue here; an actor gets
+to an encoder without fetching it. A stage that cuts its results into pieces
+(``split_s``: a long part's speech) gives each piece its own reference; the pieces go
+through the rest of the chain as items of their own, and their last results are joined
+here into the one result the driver gets. Each stage has a bounded queue here; an actor gets
 at most ``spec.inflight`` calls at once on a GPU (two for encoders: the next batch is
 waiting when one ends) and one on a CPU, and encoder calls carry parts of many videos.
 A crashed actor is restarted by Ray (``max_restarts``) and the call retried a bounded number of times
@@ -26,8 +29,8 @@ from vidan.cluster import ClusterError, check_reachable, cluster_address, is_loo
 from vidan.config import Config
 from vidan.records import VidanError
 from vidan.pools import Node, Slot, diff, plan
-from vidan.stages.registry import (CHAINS, FINISH_CHAIN, STAGES, batch_seconds, chain_result, item_seconds,
-                                    take_batch)
+from vidan.stages.registry import (CHAINS, FINISH_CHAIN, STAGES, Join, batch_seconds, chain_result, item_seconds,
+                                    n_pieces, take_batch)
 from workers.actors import Lost
 
 log = logging.getLogger("vidan")
@@ -272,6 +275,8 @@ class RayExecutor:
         self._redone: dict[int, int] = {}  # how often an item was sent again after a lost node
         self._unavailable: dict[int, int] = {}  # how often an item's actor could not be reached
         self._made_by: dict[int, _Actor] = {}  # the actor whose result an item carries to its next stage
+        self._parent: dict[int, tuple[int, int]] = {}  # a piece's handle -> (its item's handle, index)
+        self._joins: dict[int, Join] = {}  # an item cut into pieces -> its pieces' last results
         self._done: dict[int, Any] = {}
         self._next = 0
         self._model_ids: dict[str, str] = {}
@@ -356,7 +361,9 @@ class RayExecutor:
         n = len(self._actors[slot.stage])
         if n == 0:
             return demand.get(slot.stage, 0.0) > 0 or bool(self._queues[slot.stage])
-        return demand.get(slot.stage, 0.0) / (n + 1) >= self._config.workers.grow_min_s
+        # a pool grows for items waiting for it, not for work still upstream: measured
+        # costs swing while a run warms up, and a pool grown for them is retired again
+        return bool(self._queues[slot.stage]) and demand.get(slot.stage, 0.0) / (n + 1) >= self._config.workers.grow_min_s
 
     def _start(self, slots: list[Slot]) -> None:
         import ray
@@ -393,17 +400,22 @@ class RayExecutor:
         keep_s = self._config.workers.gpu_keep_s
         for key, n in retire.items():
             stage = key[0]
-            for a in list(self._actors[stage]):
+            # one Ray has not started yet goes first: it has done nothing, and its start
+            # may be waiting on cores that are not coming back
+            for a in sorted((a for a in self._actors[stage] if a.slot.key == key and not a.inflight),
+                            key=lambda a: a.up):
                 if n <= 0:
                     break
-                if a.slot.key != key or a.inflight:
-                    continue
                 if a.slot.device == "cuda" and now - a.last_done < keep_s:
                     continue  # a warm GPU pool outlives a lull: reloading its models costs minutes
-                if self._queues[stage] and len(self._actors[stage]) == 1:
-                    continue
+                if a.up and self._has_work(stage) and not any(b.up for b in self._actors[stage] if b is not a):
+                    continue  # the last running actor of a stage with work left stays
                 self._end(a, now, "retired")
                 n -= 1
+
+    def _has_work(self, stage: str) -> bool:
+        return bool(self._queues[stage]) or self._upstream_busy(stage) or any(
+            c.stage == stage for c in self._calls.values())
 
     def _end(self, a: _Actor, now: float, what: str) -> None:
         """Kill ``a`` for good; it is kept for the pool statistics."""
@@ -446,8 +458,13 @@ class RayExecutor:
         spec = STAGES[stage]
         q = self._queues[stage]
         now = time.monotonic()
+        # Calls wait at an actor Ray has not started yet (it loads meanwhile) only while
+        # none of its stage has started: once one has, calls go to started ones. An actor
+        # may never start (its cores held elsewhere), and its calls would wait with it.
+        running = any(a.up for a in self._actors[stage])
         while q:
-            ready = [a for a in self._actors[stage] if a.inflight < _inflight(spec, a) and a.cool_until <= now]
+            ready = [a for a in self._actors[stage] if a.inflight < _inflight(spec, a) and a.cool_until <= now
+                     and (a.up or not running)]
             if not ready or self._backlog_full(stage):
                 return
             a = min(ready, key=lambda a: a.inflight)
@@ -460,8 +477,10 @@ class RayExecutor:
                     if a.inflight:
                         return  # wait for a fuller batch while this actor is busy anyway
                     waited = time.monotonic() - self._queued_at.get(q[0][0], 0.0)
-                    if waited < spec.batch_wait_s and self._upstream_busy(stage):
-                        return  # more items are on their way: let the batch fill a little
+                    # more items are on their way: let a GPU's batch fill a little (a CPU
+                    # is no faster per item in a bigger batch: its items go now)
+                    if a.slot.device == "cuda" and waited < spec.batch_wait_s and self._upstream_busy(stage):
+                        return
                 batch = take_batch(spec, q, limit_s)
             self._send(stage, a, batch)
 
@@ -474,8 +493,14 @@ class RayExecutor:
         return False
 
     def _send(self, stage: str, a: _Actor, batch: list) -> None:
-        refs = a.handle.process.options(num_returns=len(batch)).remote([x for _, x, _ in batch])
-        refs = [refs] if len(batch) == 1 else list(refs)
+        spec = STAGES[stage]
+        items = [x for _, x, _ in batch]
+        if spec.split_s:
+            ks = [n_pieces(spec, secs) for _, _, secs in batch]
+            refs = a.handle.process.options(num_returns=sum(ks)).remote(items, ks)
+        else:
+            refs = a.handle.process.options(num_returns=len(batch)).remote(items)
+        refs = list(refs) if isinstance(refs, (list, tuple)) else [refs]
         now = time.monotonic()
         # a call queued behind others at its actor starts its clock when it can start
         self._calls[refs[0]] = _Call(stage, a, batch, refs, now, now + self.call_timeout_s * (a.inflight + 1))
@@ -543,6 +568,7 @@ class RayExecutor:
         self._take_ids(block=False)
         self._replan()
         self._watch_placement(time.monotonic())
+        self._unstick_unstarted(time.monotonic())
         for name in STAGES:
             self._dispatch(name)
         if not self._calls:
@@ -608,19 +634,26 @@ class RayExecutor:
                 c.deadline = min(c.deadline, now + self.call_timeout_s)
         done = []
         nexts = set()
-        for (h, item, secs), ref in zip(call.batch, call.refs):
+        spec = STAGES[call.stage]
+        at = 0
+        for h, item, secs in call.batch:
+            k = n_pieces(spec, secs) if spec.split_s else 1
+            refs, at = call.refs[at:at + k], at + k
             self._media[call.stage] += secs
+            if h not in self._route:
+                continue  # a piece of an item sent again, or already failed: a stale result
             chain, step = self._route[h]
             stages = CHAINS[chain]
             if step + 1 < len(stages):
                 from workers.actors import Upstream
 
-                self._route[h] = (chain, step + 1)
-                self._made_by[h] = a  # the actor holding its result, if it turns out unreachable
-                self._queues[stages[step + 1]].append((h, Upstream(call.stage, ref), secs))
-                self._queued_at[h] = now
+                for piece, ref in self._pieces(h, chain, step + 1, secs, refs):
+                    self._made_by[piece] = a  # the actor holding its result, if it turns out unreachable
+                    self._queues[stages[step + 1]].append((piece, Upstream(call.stage, ref), self._seconds[piece]))
+                    self._queued_at[piece] = now
                 nexts.add(stages[step + 1])
                 continue
+            ref = refs[0]
             value = self._fetch(call, ref)
             if isinstance(value, Lost) and value.unreachable:
                 # The actor that made its earlier result cannot be reached (killed, or on a
@@ -628,8 +661,9 @@ class RayExecutor:
                 # the item goes through its chain once more. A file that kills its worker
                 # every time then fails as one whose worker died.
                 self._cool(self._made_by.get(h), value.unreachable)
-                tries = self._unavailable.get(h, 0) + 1
-                self._unavailable[h] = tries
+                root = self._root(h)
+                tries = self._unavailable.get(root, 0) + 1
+                self._unavailable[root] = tries
                 if tries <= 1 and self._restart(h, chain, secs, "an earlier stage's worker was unreachable"):
                     continue
                 value = VidanError(STAGES[value.stage].report_stage, f"worker process died: {value.unreachable}")
@@ -650,8 +684,7 @@ class RayExecutor:
                 self._alone.add(h)
                 self._queues[call.stage].appendleft((h, item, secs))
                 continue
-            self._finish(h, value)
-            done.append(h)
+            done += self._finish(h, value)
         for name in (*nexts, call.stage):
             self._dispatch(name)
         return done
@@ -659,13 +692,17 @@ class RayExecutor:
     def _again(self, h: int, chain: str, secs: float) -> bool:
         """Send an item through its chain again from the start (its earlier results were
         lost with a node); False once it has been sent again twice."""
-        n = self._redone.get(h, 0)
+        n = self._redone.get(self._root(h), 0)
         if n >= 2:
             return False
-        self._redone[h] = n + 1
+        self._redone[self._root(h)] = n + 1
         return self._restart(h, chain, secs, "a lost node took its results")
 
     def _restart(self, h: int, chain: str, secs: float, why: str) -> bool:
+        if h in self._parent:  # a piece: its whole item goes again, from the stage that cut it
+            h = self._parent[h][0]
+            secs = self._joins[h].seconds
+            self._drop_pieces(h)
         if h not in self._items:
             return False
         self._route[h] = (chain, 0)
@@ -683,7 +720,7 @@ class RayExecutor:
         a.cool_until = time.monotonic() + UNREACHABLE_COOL_S
         self.events.append((time.monotonic(), f"cooling {a.slot.stage}@{(a.slot.node_id or 'any')[:8]}: {why}"))
 
-    def _finish(self, h: int, value: Any) -> None:
+    def _forget(self, h: int) -> None:
         self._route.pop(h, None)
         self._made_by.pop(h, None)
         self._seconds.pop(h, None)
@@ -692,7 +729,59 @@ class RayExecutor:
         self._redone.pop(h, None)
         self._unavailable.pop(h, None)
         self._alone.discard(h)
-        self._done[h] = value
+
+    def _finish(self, h: int, value: Any) -> list[int]:
+        """An item's chain is done; the handles now done for the driver: the item's, or
+        its item's once this was the last of its pieces (or the first to fail)."""
+        self._forget(h)
+        if h not in self._parent:
+            self._done[h] = value
+            return [h]
+        parent, j = self._parent.pop(h)
+        join = self._joins[parent]
+        if not join.add(j, value) and not isinstance(value, BaseException):
+            return []
+        self._drop_pieces(parent)  # after a failed piece, the others are not waited for
+        self._forget(parent)
+        self._done[parent] = join.result() if not join.left else value
+        return [parent]
+
+    def _pieces(self, h: int, chain: str, step: int, secs: float, refs: list) -> list[tuple[int, Any]]:
+        """Item ``h`` moves to ``step`` of its chain: whole (one ref), or as one new item
+        a piece (several); (handle, ref) for each."""
+        if len(refs) == 1:
+            self._route[h] = (chain, step)
+            return [(h, refs[0])]
+        self._route.pop(h)  # it waits for its pieces, which are items of their own
+        join = self._joins[h] = Join(STAGES[CHAINS[chain][step - 1]], len(refs), secs)
+        out = []
+        for j, ref in enumerate(refs):
+            c = self._next
+            self._next += 1
+            self._parent[c] = (h, j)
+            self._route[c] = (chain, step)
+            self._seconds[c] = secs / len(refs)
+            join.pieces.append(c)
+            out.append((c, ref))
+        return out
+
+    def _drop_pieces(self, h: int) -> None:
+        """Forget item ``h``'s pieces still on their way: out of the queues, and their
+        results, when calls already sent bring them, ignored."""
+        join = self._joins.pop(h, None)
+        if join is None:
+            return
+        gone = set(join.pieces)
+        for c in gone:
+            self._parent.pop(c, None)
+            self._forget(c)
+        for name, q in self._queues.items():
+            if any(x[0] in gone for x in q):
+                self._queues[name] = deque(x for x in q if x[0] not in gone)
+
+    def _root(self, h: int) -> int:
+        """The item a piece was cut from (an item is its own)."""
+        return self._parent[h][0] if h in self._parent else h
 
     def _fetch(self, call: _Call, ref: Any) -> Any:
         import ray
@@ -739,9 +828,10 @@ class RayExecutor:
             self._replace(call.actor, now)
             stage = STAGES[call.stage].report_stage
             for h, _, _ in call.batch:
-                self._finish(h, VidanError(stage, f"timed out: still running after {self.call_timeout_s:g} s; "
-                                                  "the call was cancelled and its worker restarted"))
-                out.append(h)
+                if h not in self._route:
+                    continue  # a piece no longer waited for
+                out += self._finish(h, VidanError(stage, f"timed out: still running after {self.call_timeout_s:g} s; "
+                                                         "the call was cancelled and its worker restarted"))
             self._dispatch(call.stage)
         return out
 
@@ -750,16 +840,35 @@ class RayExecutor:
         after a cancelled call, an actor made Ray hold the next call 30 s, waiting for the
         cancelled call's sequence number.) Calls queued behind the stuck one go back to the
         front of their queue: they did nothing wrong."""
+        self._take_back(a)
+        self._end(a, now, "replaced (a call was stuck)")
+        self._start([a.slot])
+
+    def _take_back(self, a: _Actor) -> None:
+        """Cancel the calls ``a`` holds and put their items back at the front of their queue."""
         import ray
 
         for ref, c in list(self._calls.items()):
             if c.actor is a:
                 del self._calls[ref]
+                a.inflight -= 1
                 for r in c.refs:
                     ray.cancel(r)
-                self._queues[c.stage].extendleft(reversed(c.batch))
-        self._end(a, now, "replaced (a call was stuck)")
-        self._start([a.slot])
+                self._queues[c.stage].extendleft(reversed([x for x in c.batch if x[0] in self._route]))
+
+    def _unstick_unstarted(self, now: float) -> None:
+        """Calls sent to an actor before any of its stage had started wait for it; once
+        another of the stage is up, they go there instead, and the actor that has not
+        started after ``workers.place_warn_s`` is retired (Ray may never find it the cores
+        it asks for: a node lost, a fraction of a core not given back)."""
+        for stage, acts in self._actors.items():
+            if not any(a.up for a in acts):
+                continue
+            for a in [a for a in acts if not a.up and a.inflight]:
+                self._take_back(a)
+                if now - a.started >= self._config.workers.place_warn_s:
+                    self._end(a, now, "retired (not started)")
+            self._dispatch(stage)
 
     def result(self, handle: int) -> Any:
         return chain_result(self._done.pop(handle))

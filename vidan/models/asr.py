@@ -285,6 +285,34 @@ def pack_windows(pieces: dict[int, list[tuple[int, int]]], *, window: int, gap: 
     return windows
 
 
+def window_runs(audio: np.ndarray, speech: list[tuple[float, float]], k: int) -> list[tuple[int, int]]:
+    """One clip's speech cut into at most ``k`` runs of whole windows, as
+    ``transcribe_many`` lays them out: ``[start, end)`` samples of ``audio``, in order,
+    each run with about the same amount of speech.
+
+    A run transcribed as a clip of its own is laid into the same windows (the layout is
+    greedy from a window's first piece), so recognising the runs on several workers
+    gives the words one call would, with no seam inside a window. ``speech``: seconds
+    from the start of ``audio``, as ``SpeechItem.speech``."""
+    p = _prepare(SpeechItem(audio, speech=speech), vad=False)
+    if p is None or k < 1:
+        return []
+    windows = pack_windows({0: p.pieces}, window=int(WINDOW_S * RATE), gap=0, share=False)
+    sizes = [sum(q.src_end - q.src_start for q in w.pieces) for w in windows]
+    total, runs, first, done = sum(sizes), [], 0, 0
+    for i, n in enumerate(sizes):
+        done += n
+        left_windows, left_runs = len(windows) - i - 1, k - len(runs) - 1
+        # close a run when the next window would take it mostly past its share of the
+        # speech, or when each window left can have a run of its own
+        target = total * (len(runs) + 1) / k
+        if i == len(windows) - 1 or (left_runs > 0 and (done + sizes[i + 1] / 2 >= target
+                                                         or left_windows <= left_runs)):
+            runs.append((windows[first].pieces[0].src_start, windows[i].pieces[-1].src_end))
+            first = i + 1
+    return runs
+
+
 def assign_words(words: Iterable[RawWord], windows: Sequence[Window]) -> dict[int, list[RawWord]]:
     """Words timed in the concatenated audio -> each item's words timed from the start of
     its own audio. A word belongs to the piece holding a point near its end (the nearest

@@ -4,8 +4,11 @@ GPU when the cluster has one."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Union
+
 from vidan.config import Config
-from vidan.records import AudioPart, HeardPart
+from vidan.records import STAGE_ASR, AudioPart, HeardPart, VidanError
 
 
 class AsrStage:
@@ -51,3 +54,27 @@ class AsrStage:
         return many([SpeechItem(audio=p.audio, offset_s=p.heard_start_s, language=lang,
                                 speech=[(s.start_s - p.heard_start_s, s.end_s - p.heard_start_s)
                                         for s in p.heard_speech]) for p in parts])
+
+
+def join_pieces(pieces: list) -> Union[AudioPart, BaseException]:
+    """One part's result from its pieces (``AudioStage.split``), in order: every
+    piece's words in time order, the measurements of the first, the language that most
+    words were heard in, and the highest no-speech probability (one doubtful window
+    makes the whole transcript suspect, as in ``Transcript``). A piece that failed
+    fails the part."""
+    for p in pieces:
+        if isinstance(p, BaseException):
+            return p
+        if not isinstance(p, AudioPart):
+            return VidanError(STAGE_ASR, f"a piece of the part came back as {type(p).__name__}")
+    from vidan.assemble import vote_language
+
+    first = pieces[0]
+    words = sorted((w for p in pieces for w in p.words), key=lambda w: (w.start_s, w.end_s))
+    nsp = [p.no_speech_prob for p in pieces if p.no_speech_prob is not None]
+
+    language, probability = vote_language(pieces)
+    detected, detected_p = vote_language(pieces, "detected_language", "detected_probability")
+    return replace(first, words=words, language=language, language_probability=probability,
+                   no_speech_prob=max(nsp) if nsp else None, detected_language=detected,
+                   detected_probability=detected_p)

@@ -7,6 +7,8 @@ ONNX models.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from vidan.config import Config
@@ -29,6 +31,37 @@ class AudioStage:
 
     def process(self, jobs: list) -> list[HeardPart]:
         return [self._one(job) for job in jobs]
+
+    @staticmethod
+    def split(part: HeardPart, k: int) -> list[HeardPart]:
+        """``part`` as ``k`` pieces for speech recognition, each a run of whole Whisper
+        windows with only its own samples (``window_runs``); the first piece also
+        carries the part's measurements, the others none. Pieces past the speech are
+        empty (nothing to recognise)."""
+        from vidan.media.audio import SAMPLE_RATE
+        from vidan.models.asr import window_runs
+
+        runs = []
+        if part.speech_allowed and part.heard_speech:
+            runs = window_runs(part.audio, [(s.start_s - part.heard_start_s, s.end_s - part.heard_start_s)
+                                            for s in part.heard_speech], k)
+        out = []
+        for j in range(k):
+            a, b = runs[j] if j < len(runs) else (0, 0)
+            lo, hi = part.heard_start_s + a / SAMPLE_RATE, part.heard_start_s + b / SAMPLE_RATE
+            spoken = [Span(max(s.start_s, lo), min(s.end_s, hi)) for s in part.heard_speech
+                      if s.end_s > lo and s.start_s < hi]
+            piece = HeardPart(
+                span=part.span, audio=part.audio[a:b].copy(), heard_start_s=lo, speech=[], heard_speech=spoken,
+                speech_allowed=part.speech_allowed, loudness_db=np.zeros(0, np.float32), acoustic=None,
+                samples_decoded_s=0.0, events=None, events_hop_s=part.events_hop_s)
+            out.append(piece)
+        if not runs:  # no speech to share out: the whole part goes as the first piece
+            out[0] = part
+        else:
+            out[0] = replace(part, audio=out[0].audio, heard_start_s=out[0].heard_start_s,
+                             heard_speech=out[0].heard_speech)
+        return out
 
     def _one(self, job) -> HeardPart:
         from vidan.assemble import PART_CONTEXT_S

@@ -7,6 +7,11 @@ A stage is a class built as ``cls(config, device=..., threads=...)`` that loads 
 models once, answers ``model_ids()``, and runs ``process(items) -> results``: one
 result per item, in order, each a value or a ``VidanError`` for that item alone.
 ``call_stage`` is the one place that turns whatever else goes wrong into such errors.
+
+A stage with ``split_s`` also has ``split(result, k)``: its result for one item goes
+on through the chain as ``k`` pieces (``n_pieces``, counted from the item's seconds by
+the driver, which must know how many results a call gives), and the spec's ``join``
+puts the pieces' last results back together (``Join``). Both executors do this.
 """
 
 from __future__ import annotations
@@ -47,23 +52,43 @@ class StageSpec:
     # while earlier stages are still producing, a part-full batch waits this long for more
     # items before it goes to an idle actor: fuller batches, at a bounded delay
     batch_wait_s: float = 0.0
-    weight: float = 0.1  # core-seconds a second of media costs it, until measured
+    # core-seconds a second of media costs it, until measured (the defaults: 360p video
+    # with speech on a 2-core machine, all stages at once)
+    weight: float = 0.1
+    # Fan-out: the rest of the chain takes this stage's result for one item in pieces of
+    # about this many seconds of media (0: whole), so a long part's slow next stage runs
+    # on several workers at once. The stage class cuts (``split(result, k)``, exactly k
+    # pieces) where the data is; ``join`` ("module:function") puts the chain's last
+    # results for the pieces back into the one result the driver gets.
+    split_s: float = 0.0
+    join: str = ""
 
     def load(self):
-        module, _, cls = self.factory.partition(":")
-        return getattr(importlib.import_module(module), cls)
+        return _named(self.factory)
+
+    def load_join(self):
+        return _named(self.join)
+
+
+def _named(ref: str):
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 DECODE = StageSpec("decode", "vidan.stages.decode:DecodeStage", STAGE_DECODE, "PartJob", "DecodedPart",
-                   cpus=1.0, memory_mb=1024, inflight=2, weight=0.1)
+                   cpus=1.0, memory_mb=1024, inflight=2, weight=0.08)
 VISION = StageSpec("vision", "vidan.stages.vision:VisionStage", STAGE_VISION, "DecodedPart", "FramePart",
                    scale=GPU, cpus=1.0, gpus=0.25, batch=16, batch_s=300.0, inflight=2, batch_wait_s=2.0,
-                   weight=0.06)
+                   weight=0.02)
+# A long part's speech goes to recognition in runs of whole 30-s windows (one a piece on
+# a CPU worker): a talk is recognised by every speech worker at once, not by one while
+# the others wait, and a worker started late in a run still finds work.
 AUDIO = StageSpec("audio", "vidan.stages.audio:AudioStage", STAGE_AUDIO, "PartJob", "HeardPart",
-                  cpus=1.0, memory_mb=512, inflight=2, weight=0.04)
+                  cpus=1.0, memory_mb=512, inflight=2, weight=0.01, split_s=30.0,
+                  join="vidan.stages.asr:join_pieces")
 ASR = StageSpec("asr", "vidan.stages.asr:AsrStage", STAGE_ASR, "HeardPart", "AudioPart",
-                scale=GPU, cpus=1.0, gpus=0.5, batch=8, batch_s=300.0, cpu_batch_s=60.0, inflight=2,
-                batch_wait_s=2.0, weight=0.15)
+                scale=GPU, cpus=1.0, gpus=0.5, batch=8, batch_s=300.0, cpu_batch_s=30.0, inflight=2,
+                batch_wait_s=2.0, weight=0.12)
 FINISH = StageSpec("finish", "vidan.stages.finish:FinishStage", STAGE_FUSE, "FinishJob", "rows",
                    scale=ONE, cpus=0.0, inflight=2)
 
@@ -83,6 +108,52 @@ def item_seconds(item: Any) -> float:
     """Seconds of media an item carries (what a batch is bounded by)."""
     span = getattr(item, "span", None)
     return span.duration_s if span is not None else 0.0
+
+
+def n_pieces(spec: StageSpec, seconds: float) -> int:
+    """Pieces ``spec``'s result for an item of ``seconds`` of media is cut into. The
+    driver and the worker both count them from the item alone: the driver must know
+    how many results a call gives before it is sent."""
+    if not spec.split_s or not seconds > 0:
+        return 1
+    return max(1, int(seconds / spec.split_s + 0.5))
+
+
+def pieces_of(stage: Any, spec: StageSpec, result: Any, k: int) -> list:
+    """``result`` (of ``stage``) as the ``k`` pieces the rest of its chain takes; an
+    error, or a split that fails, stands for every piece."""
+    if k == 1:
+        return [result]
+    if isinstance(result, BaseException):
+        return [result] * k
+    try:
+        out = list(stage.split(result, k))
+        if len(out) != k:
+            raise RuntimeError(f"{spec.name} cut a result into {len(out)} pieces, not {k}")
+    except Exception as e:
+        log.debug("stage %s could not split a result", spec.name, exc_info=True)
+        return [failure(spec, e)] * k
+    return out
+
+
+class Join:
+    """The pieces of one item on their way: the last results come in any order."""
+
+    def __init__(self, spec: StageSpec, k: int, seconds: float = 0.0):
+        self.spec = spec  # the stage that cut it (whose ``join`` puts it together)
+        self.got: list[Any] = [None] * k
+        self.left = k
+        self.seconds = seconds
+        self.pieces: list[int] = []  # the pieces' handles (an executor's own)
+
+    def add(self, j: int, value: Any) -> bool:
+        """Piece ``j``'s last result; True once every piece is in."""
+        self.got[j] = value
+        self.left -= 1
+        return self.left == 0
+
+    def result(self) -> Any:
+        return self.spec.load_join()(self.got)
 
 
 def batch_seconds(spec: StageSpec, device: str) -> float:
