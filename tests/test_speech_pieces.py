@@ -168,8 +168,7 @@ def test_pieces_recognised_one_by_one_give_the_words_of_the_whole_part(talk):
 
 
 @pytest.mark.ray
-def test_on_ray_a_long_parts_speech_is_shared_by_two_speech_workers_and_matches_in_process(ray_local, talk,
-                                                                                          tmp_path):
+def test_on_ray_a_long_parts_speech_goes_in_pieces_and_matches_in_process(ray_local, talk, tmp_path):
     import vidan
     from vidan.executor import LocalExecutor
     from vidan.pipeline import run
@@ -187,8 +186,8 @@ def test_on_ray_a_long_parts_speech_is_shared_by_two_speech_workers_and_matches_
     on_ray = run([str(talk)], tmp_path / "ray", cfg, ray_ex, progress=False)
     local = run([str(talk)], tmp_path / "local", cfg, LocalExecutor(), progress=False)
     assert on_ray.ok == local.ok == 1
-    # three pieces or more, on two workers: not one worker while the other core idles
-    assert sum(ray_ex.asr_calls) >= 3 and sum(1 for n in ray_ex.asr_calls if n) >= 2, ray_ex.asr_calls
+    # three pieces, each a call of its own on a CPU worker: any free speech worker takes one
+    assert sum(ray_ex.asr_calls) >= 3, ray_ex.asr_calls
 
     def transcript(out):
         segs = vidan.load_report(out).segments.sort_values("start_s")

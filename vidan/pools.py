@@ -10,10 +10,7 @@ work and cores move to the stage that is behind. Rules:
 * Every other core of every node goes to the CPU stages (decoding, audio, and the
   encoders when there is no GPU to run them), split by the work each has left,
   measured as the seconds of media still to pass through it times the seconds each
-  media second has cost it so far. Each stage with work left keeps at least one actor,
-  and a stage's share is rounded up to whole actors (``_counts``): a node may hold a
-  few more single-threaded actors than cores, never an idle core beside a stage that
-  is behind.
+  media second has cost it so far. Each stage with work left keeps at least one actor.
 * A one-actor stage (finishing) asks for no core, so it can always be placed.
 """
 
@@ -94,7 +91,7 @@ def _cpu_slots(names: list[str], demand: Mapping[str, float], nodes: list[Node],
     if not names or total <= 0:
         # no core left anywhere: still one small actor per stage, so work moves
         return [Slot(name, None, 0.0, 0.0, "cpu", 1) for name in names]
-    counts = _counts(total, {k: demand[k] for k in names})
+    counts = _split(max(len(names), int(total)), {k: demand[k] for k in names})
     n_actors = sum(counts.values())
     per = min(1.0, total / n_actors)
     # interleave the stages, then give each actor to the node with most cores left
@@ -116,14 +113,22 @@ def _cpu_slots(names: list[str], demand: Mapping[str, float], nodes: list[Node],
     return slots
 
 
-def _counts(cores: float, weights: Mapping[str, float]) -> dict[str, int]:
-    """Actors per stage: its share of ``cores`` by the work it has left, rounded up,
-    at least one. Rounded up, not down: one single-threaded actor can use one core at
-    most, so a stage with 1.1 cores of work left would otherwise be the run's tail while
-    a core idles (the light stages' actors leave theirs mostly free); one actor too many
-    only shares a core."""
+def _split(n: int, weights: Mapping[str, float]) -> dict[str, int]:
+    """``n`` actors over stages in proportion to ``weights``, each at least one
+    (largest remainders for the rest)."""
+    names = list(weights)
     total = sum(weights.values()) or 1.0
-    return {k: max(1, math.ceil(cores * w / total - 1e-6)) for k, w in weights.items()}
+    counts = {k: 1 for k in names}
+    rest = n - len(names)
+    if rest <= 0:
+        return counts
+    share = {k: rest * weights[k] / total for k in names}
+    for k in names:
+        counts[k] += int(share[k])
+    left = rest - sum(int(v) for v in share.values())
+    for k in sorted(names, key=lambda k: share[k] - int(share[k]), reverse=True)[:left]:
+        counts[k] += 1
+    return counts
 
 
 def diff(want: list[Slot], have: Mapping[tuple, int]) -> tuple[list[Slot], dict[tuple, int]]:

@@ -361,9 +361,7 @@ class RayExecutor:
         n = len(self._actors[slot.stage])
         if n == 0:
             return demand.get(slot.stage, 0.0) > 0 or bool(self._queues[slot.stage])
-        # a pool grows for items waiting for it, not for work still upstream: measured
-        # costs swing while a run warms up, and a pool grown for them is retired again
-        return bool(self._queues[slot.stage]) and demand.get(slot.stage, 0.0) / (n + 1) >= self._config.workers.grow_min_s
+        return demand.get(slot.stage, 0.0) / (n + 1) >= self._config.workers.grow_min_s
 
     def _start(self, slots: list[Slot]) -> None:
         import ray
@@ -400,22 +398,17 @@ class RayExecutor:
         keep_s = self._config.workers.gpu_keep_s
         for key, n in retire.items():
             stage = key[0]
-            # one Ray has not started yet goes first: it has done nothing, and its start
-            # may be waiting on cores that are not coming back
-            for a in sorted((a for a in self._actors[stage] if a.slot.key == key and not a.inflight),
-                            key=lambda a: a.up):
+            for a in list(self._actors[stage]):
                 if n <= 0:
                     break
+                if a.slot.key != key or a.inflight:
+                    continue
                 if a.slot.device == "cuda" and now - a.last_done < keep_s:
                     continue  # a warm GPU pool outlives a lull: reloading its models costs minutes
-                if a.up and self._has_work(stage) and not any(b.up for b in self._actors[stage] if b is not a):
-                    continue  # the last running actor of a stage with work left stays
+                if self._queues[stage] and len(self._actors[stage]) == 1:
+                    continue
                 self._end(a, now, "retired")
                 n -= 1
-
-    def _has_work(self, stage: str) -> bool:
-        return bool(self._queues[stage]) or self._upstream_busy(stage) or any(
-            c.stage == stage for c in self._calls.values())
 
     def _end(self, a: _Actor, now: float, what: str) -> None:
         """Kill ``a`` for good; it is kept for the pool statistics."""
@@ -458,13 +451,8 @@ class RayExecutor:
         spec = STAGES[stage]
         q = self._queues[stage]
         now = time.monotonic()
-        # Calls wait at an actor Ray has not started yet (it loads meanwhile) only while
-        # none of its stage has started: once one has, calls go to started ones. An actor
-        # may never start (its cores held elsewhere), and its calls would wait with it.
-        running = any(a.up for a in self._actors[stage])
         while q:
-            ready = [a for a in self._actors[stage] if a.inflight < _inflight(spec, a) and a.cool_until <= now
-                     and (a.up or not running)]
+            ready = [a for a in self._actors[stage] if a.inflight < _inflight(spec, a) and a.cool_until <= now]
             if not ready or self._backlog_full(stage):
                 return
             a = min(ready, key=lambda a: a.inflight)
@@ -568,7 +556,6 @@ class RayExecutor:
         self._take_ids(block=False)
         self._replan()
         self._watch_placement(time.monotonic())
-        self._unstick_unstarted(time.monotonic())
         for name in STAGES:
             self._dispatch(name)
         if not self._calls:
@@ -855,20 +842,6 @@ class RayExecutor:
                 for r in c.refs:
                     ray.cancel(r)
                 self._queues[c.stage].extendleft(reversed([x for x in c.batch if x[0] in self._route]))
-
-    def _unstick_unstarted(self, now: float) -> None:
-        """Calls sent to an actor before any of its stage had started wait for it; once
-        another of the stage is up, they go there instead, and the actor that has not
-        started after ``workers.place_warn_s`` is retired (Ray may never find it the cores
-        it asks for: a node lost, a fraction of a core not given back)."""
-        for stage, acts in self._actors.items():
-            if not any(a.up for a in acts):
-                continue
-            for a in [a for a in acts if not a.up and a.inflight]:
-                self._take_back(a)
-                if now - a.started >= self._config.workers.place_warn_s:
-                    self._end(a, now, "retired (not started)")
-            self._dispatch(stage)
 
     def result(self, handle: int) -> Any:
         return chain_result(self._done.pop(handle))
