@@ -81,8 +81,8 @@ VISION = StageSpec("vision", "vidan.stages.vision:VisionStage", STAGE_VISION, "D
                    scale=GPU, cpus=1.0, gpus=0.25, batch=16, batch_s=300.0, inflight=2, batch_wait_s=2.0,
                    weight=0.02)
 # A long part's speech goes to recognition in runs of whole 30-s windows (one a piece on
-# a CPU worker): a talk is recognised by every speech worker at once, not by one while
-# the others wait, and a worker started late in a run still finds work.
+# a CPU worker): a talk is shared by every speech worker the pool has, not held by one
+# to the end, and a worker started late in a run still finds work.
 AUDIO = StageSpec("audio", "vidan.stages.audio:AudioStage", STAGE_AUDIO, "PartJob", "HeardPart",
                   cpus=1.0, memory_mb=512, inflight=2, weight=0.01, split_s=30.0,
                   join="vidan.stages.asr:join_pieces")
