@@ -185,6 +185,7 @@ class _Actor:
     ended: Optional[float] = None
     cool_until: float = 0.0  # unreachable lately: no calls before then
     up: bool = False  # Ray has started it (its node id came back)
+    node: Optional[str] = None  # the node it first came up on
     reported: bool = False  # reported as not up after workers.place_warn_s
 
 
@@ -227,11 +228,23 @@ def _group(items, key) -> dict:
     return out
 
 
+def _unplaced(handle) -> bool:
+    """Ray holds the actor without a process: never placed yet, or restarting (its worker
+    or its node died). One still loading its models has a process, and is not."""
+    try:
+        from ray._private.state import state  # no public call tells this without a dashboard
+
+        row = state.actor_table(handle._actor_id.hex())
+    except Exception:
+        return False
+    return row.get("State") == "RESTARTING" or (row.get("State") == "PENDING_CREATION" and not int(row.get("Pid") or 0))
+
+
 def _where(handle) -> str:
     """"loading" when Ray gave a not yet ready actor a process, "unplaced" when it has none
     yet, "unknown" when the GCS's actor table cannot be read."""
     try:
-        from ray._private.state import state  # no public call tells this without a dashboard
+        from ray._private.state import state
 
         return "loading" if int(state.actor_table(handle._actor_id.hex()).get("Pid") or 0) else "unplaced"
     except Exception:
@@ -309,6 +322,11 @@ class RayExecutor:
         # ``start`` returns this dict; stages whose actors start later fill it in place
         return self._model_ids
 
+    def _event(self, what: str) -> None:
+        """Note what the planner or the fault handling did (for tests, and logged for --debug)."""
+        self.events.append((time.monotonic(), what))
+        log.debug("%s", what)
+
     def _ask_for_gpus(self, n: int) -> None:
         if n <= 0:
             return
@@ -317,7 +335,7 @@ class RayExecutor:
 
             request_resources(bundles=[{"GPU": 1}] * n)
             self._asked_gpus = True
-            self.events.append((time.monotonic(), f"asked the autoscaler for {n} GPU(s)"))
+            self._event(f"asked the autoscaler for {n} GPU(s)")
         except Exception as e:  # a cluster without an autoscaler: nothing to ask
             log.debug("could not request GPUs: %s", e)
 
@@ -342,6 +360,8 @@ class RayExecutor:
             return
         self._next_plan = now + self._config.workers.replan_s
         nodes = _nodes()
+        if not first:
+            self._drop_lost({n.node_id for n in nodes}, now)
         has_gpu = any(n.gpus >= 1 for n in nodes)
         waiting = now < self._gpu_wait_until and not has_gpu
         demand = None if first else self._demand()
@@ -356,6 +376,19 @@ class RayExecutor:
         self._retire(retire, now)
         if start:
             self._start(start)
+
+    def _drop_lost(self, live: set[str], now: float) -> None:
+        """End the actors whose node is gone, their calls back in the queues. Ray would
+        restart them elsewhere, but the plan sized every pool for the nodes there were: on
+        the nodes left, their cores are held by the other pools, and a call queued at such
+        an actor would wait, unplaced, for the whole call timeout. Ended, they leave the
+        plan free to start what the nodes left can hold."""
+        for acts in self._actors.values():
+            for a in list(acts):
+                where = a.node or a.slot.node_id
+                if where and where not in live:
+                    self._take_back(a)
+                    self._end(a, now, "node gone: ended")
 
     def _worth_starting(self, slot: Slot, demand: dict[str, float]) -> bool:
         n = len(self._actors[slot.stage])
@@ -377,14 +410,19 @@ class RayExecutor:
                                         max_task_retries=MAX_TASK_RETRIES)
             if need["memory"]:
                 opts["memory"] = need["memory"]
-            if s.node_id:  # soft: a restarted actor may go elsewhere when its node is gone
-                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(s.node_id, soft=True)
+            if s.node_id:
+                # Soft, and spilling when the node is full: the plan's node is a preference.
+                # A warm actor of another pool may still hold the cores the plan counted
+                # free there, and a restart (a killed worker) may find its cores taken; a
+                # plain soft affinity would wait on that node, unplaced, for good.
+                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(s.node_id, soft=True,
+                                                                             _spill_on_unavailable=True)
             a = _Actor(cls.options(**opts).remote(s.stage, self._config, s.device, s.threads), s)
             a.node_ref = a.handle.node_id.remote()
             self._actors[s.stage].append(a)
             new.append(a)
-        self.events.append((time.monotonic(), "started " + ", ".join(
-            f"{s.stage}@{(s.node_id or 'any')[:8]}/{s.device}" for s in slots)))
+        self._event("started " + ", ".join(
+            f"{s.stage}@{(s.node_id or 'any')[:8]}/{s.device}" for s in slots))
         # Actors load their models in parallel, and calls queue at an actor until it has:
         # the driver waits neither for the slowest model before decoding starts nor for a
         # GPU actor that no node can place yet. Ids are read once per stage, for
@@ -395,18 +433,24 @@ class RayExecutor:
             self._dispatch(name)
 
     def _retire(self, retire: dict[tuple, int], now: float) -> None:
+        """End the actors the plan no longer wants: first those Ray cannot run now (a
+        restart waiting for cores other pools hold, after a node was lost), their calls
+        back in the queue, then idle ones. A running actor that holds calls is kept."""
         keep_s = self._config.workers.gpu_keep_s
         for key, n in retire.items():
             stage = key[0]
-            for a in list(self._actors[stage]):
+            mine = [a for a in self._actors[stage] if a.slot.key == key]
+            waiting = {id(a) for a in mine if _unplaced(a.handle)}
+            for a in sorted(mine, key=lambda a: (id(a) not in waiting, a.inflight > 0)):
                 if n <= 0:
                     break
-                if a.slot.key != key or a.inflight:
+                if a.inflight and id(a) not in waiting:
                     continue
-                if a.slot.device == "cuda" and now - a.last_done < keep_s:
+                if a.slot.device == "cuda" and now - a.last_done < keep_s and id(a) not in waiting:
                     continue  # a warm GPU pool outlives a lull: reloading its models costs minutes
                 if self._queues[stage] and len(self._actors[stage]) == 1:
                     continue
+                self._take_back(a)
                 self._end(a, now, "retired")
                 n -= 1
 
@@ -418,7 +462,7 @@ class RayExecutor:
         a.ended = now
         self._gone.append(a)
         ray.kill(a.handle)
-        self.events.append((now, f"{what} {a.slot.stage}@{(a.slot.node_id or 'any')[:8]}"))
+        self._event(f"{what} {a.slot.stage}@{(a.slot.node_id or 'any')[:8]}")
 
     # --- moving items -----------------------------------------------------------------
 
@@ -584,6 +628,10 @@ class RayExecutor:
         for a in waiting:
             if a.node_ref in ready:
                 a.up = True
+                try:
+                    a.node = ray.get(a.node_ref)
+                except Exception:  # died before it answered: where it was asked to go
+                    a.node = None
                 if a.reported:
                     log.info("%s actor started after %.0f s", a.slot.stage, now - a.started)
             elif not a.reported and now - a.started >= self._config.workers.place_warn_s:
@@ -607,7 +655,7 @@ class RayExecutor:
                 msg = (f"{len(mine)} {stage} actor(s) not {word} after {after}: each asks for {asks}; "
                        f"the cluster has {have} free ({why}); the {stage} work waits.")
                 log.warning(msg)
-            self.events.append((now, msg))
+            self._event(msg)
 
     def _complete(self, call: _Call) -> list[int]:
         now = time.monotonic()
@@ -694,7 +742,7 @@ class RayExecutor:
             return False
         self._route[h] = (chain, 0)
         self._queues[CHAINS[chain][0]].append((h, self._items[h], secs))
-        self.events.append((time.monotonic(), f"item {h} sent again: {why}"))
+        self._event(f"item {h} sent again: {why}")
         self._dispatch(CHAINS[chain][0])
         return True
 
@@ -705,7 +753,7 @@ class RayExecutor:
         if a is None:
             return
         a.cool_until = time.monotonic() + UNREACHABLE_COOL_S
-        self.events.append((time.monotonic(), f"cooling {a.slot.stage}@{(a.slot.node_id or 'any')[:8]}: {why}"))
+        self._event(f"cooling {a.slot.stage}@{(a.slot.node_id or 'any')[:8]}: {why}")
 
     def _forget(self, h: int) -> None:
         self._route.pop(h, None)
