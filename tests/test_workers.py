@@ -49,6 +49,41 @@ def test_a_worker_killed_mid_call_is_replaced_and_the_work_goes_on(ray_local, tm
         ex.shutdown()
 
 
+def test_work_queued_at_an_actor_ray_cannot_place_moves_to_one_it_can(ray_local, tmp_path):
+    """An actor Ray holds unplaced (after a lost node, a restart whose cores other pools
+    took) must not keep the call queued at it: retired by the planner, it goes first,
+    and its item runs on a placed actor (it used to wait out the call timeout)."""
+    from dataclasses import replace
+
+    from vidan.config import Config
+    from vidan.pools import Slot
+    from vidan.records import FramePart
+    from workers.ray_executor import RayExecutor
+
+    cfg = Config()
+    ex = RayExecutor()
+    ex.start(replace(cfg, workers=replace(cfg.workers, replan_s=3600)))  # the test retires, not the timer
+    try:
+        stuck_slot = Slot("vision", None, 64.0, 0.0, "cpu", 1)  # no node has 64 cores
+        ex._start([stuck_slot])
+        stuck = ex._actors["vision"].pop()
+        ex._actors["vision"].insert(0, stuck)  # first in line for the next call
+        h = ex.submit("visual", _visual_job(tmp_path, 2.0, "coffee"))
+        deadline = time.monotonic() + 60
+        while not stuck.inflight:
+            assert time.monotonic() < deadline, "the vision call never reached the unplaced actor"
+            assert h not in ex.wait(timeout=0.5)
+        ex._retire({stuck_slot.key: 1}, time.monotonic())  # what the next plan asks: it never wanted it
+        assert stuck.ended is not None and stuck not in ex._actors["vision"]
+        done = []
+        while h not in done:
+            assert time.monotonic() < deadline + 60, ex.events[-5:]
+            done = ex.wait(timeout=0.5)
+        assert isinstance(ex.result(h), FramePart)
+    finally:
+        ex.shutdown()
+
+
 def test_a_stage_whose_first_actor_is_retired_before_it_loaded_still_names_its_models(ray_local, tmp_path):
     """Model ids are read as actors load, not awaited at start; the planner may retire a
     stage's first actor before it has answered (another stage needed the core), and the
