@@ -99,7 +99,6 @@ ORCHESTRATE = textwrap.dedent("""
 """)
 
 
-
 def test_killed_workers_a_lost_node_and_a_killed_driver_lose_and_duplicate_nothing(tmp_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -228,27 +228,36 @@ def _group(items, key) -> dict:
     return out
 
 
-def _unplaced(handle) -> bool:
-    """Ray holds the actor without a process: never placed yet, or restarting (its worker
-    or its node died). One still loading its models has a process, and is not."""
+def _actor_row(handle) -> Optional[dict]:
+    """The actor's row in the GCS's actor table; None when it cannot be read."""
     try:
         from ray._private.state import state  # no public call tells this without a dashboard
 
-        row = state.actor_table(handle._actor_id.hex())
+        return state.actor_table(handle._actor_id.hex())
     except Exception:
+        return None
+
+
+def _has_process(row: dict) -> bool:
+    return bool(int(row.get("Pid") or 0))
+
+
+def _unplaced(handle) -> bool:
+    """Ray holds the actor without a process: never placed yet, or restarting (its worker
+    or its node died). One still loading its models has a process, and is not."""
+    row = _actor_row(handle)
+    if row is None:
         return False
-    return row.get("State") == "RESTARTING" or (row.get("State") == "PENDING_CREATION" and not int(row.get("Pid") or 0))
+    return row.get("State") == "RESTARTING" or (row.get("State") == "PENDING_CREATION" and not _has_process(row))
 
 
 def _where(handle) -> str:
     """"loading" when Ray gave a not yet ready actor a process, "unplaced" when it has none
     yet, "unknown" when the GCS's actor table cannot be read."""
-    try:
-        from ray._private.state import state
-
-        return "loading" if int(state.actor_table(handle._actor_id.hex()).get("Pid") or 0) else "unplaced"
-    except Exception:
+    row = _actor_row(handle)
+    if row is None:
         return "unknown"
+    return "loading" if _has_process(row) else "unplaced"
 
 
 def _nodes() -> list[Node]:
@@ -387,7 +396,6 @@ class RayExecutor:
             for a in list(acts):
                 where = a.node or a.slot.node_id
                 if where and where not in live:
-                    self._take_back(a)
                     self._end(a, now, "node gone: ended")
 
     def _worth_starting(self, slot: Slot, demand: dict[str, float]) -> bool:
@@ -450,14 +458,15 @@ class RayExecutor:
                     continue  # a warm GPU pool outlives a lull: reloading its models costs minutes
                 if self._queues[stage] and len(self._actors[stage]) == 1:
                     continue
-                self._take_back(a)
                 self._end(a, now, "retired")
                 n -= 1
 
     def _end(self, a: _Actor, now: float, what: str) -> None:
-        """Kill ``a`` for good; it is kept for the pool statistics."""
+        """Kill ``a`` for good, the calls it still holds back in their queues; it is kept
+        for the pool statistics."""
         import ray
 
+        self._take_back(a)
         self._actors[a.slot.stage].remove(a)
         a.ended = now
         self._gone.append(a)
@@ -875,7 +884,6 @@ class RayExecutor:
         after a cancelled call, an actor made Ray hold the next call 30 s, waiting for the
         cancelled call's sequence number.) Calls queued behind the stuck one go back to the
         front of their queue: they did nothing wrong."""
-        self._take_back(a)
         self._end(a, now, "replaced (a call was stuck)")
         self._start([a.slot])
 
