@@ -19,15 +19,22 @@ def test_a_gpu_node_gets_one_encoder_of_each_kind_per_gpu_and_decoders_on_its_ot
     assert sum(s.num_gpus for s in gpu) <= 1.0  # shares of one GPU never add up to more
     cpu = _count(slots, device="cpu")
     # the cores the encoders leave are all used: decoders are sized by cores, not GPUs
-    assert cpu["decode"] >= 7 and sum(cpu.values()) == 14 and "vision" not in cpu and "asr" not in cpu
+    assert cpu["decode"] >= 7 and "vision" not in cpu and "asr" not in cpu
+    assert abs(sum(s.num_cpus for s in slots if s.device == "cpu") - 14) < 0.01
+    assert 14 <= sum(cpu.values()) <= 14 + len(cpu)  # rounded up: at most one more actor a stage
     assert sum(s.num_cpus for s in slots) <= 16
 
 
-def test_two_cores_give_one_actor_per_stage_within_the_cores():
+def test_two_cores_give_every_stage_an_actor_and_the_stage_with_most_work_two():
+    """Speech is over half of a talk's work: held to one single-threaded actor, it would
+    leave the second core idle through the run's tail."""
     slots = plan([Node("n", cpus=2)])
-    assert _count(slots) == Counter({"decode": 1, "vision": 1, "audio": 1, "asr": 1, "finish": 1})
+    assert _count(slots) == Counter({"decode": 1, "vision": 1, "audio": 1, "asr": 2, "finish": 1})
     assert sum(s.num_cpus for s in slots) <= 2
-    assert all(s.num_gpus == 0 and s.device == "cpu" for s in slots)
+    assert all(s.num_gpus == 0 and s.device == "cpu" and s.threads == 1 for s in slots)
+    # work even between two stages: one actor each, both cores theirs
+    even = plan([Node("n", cpus=2)], demand={"decode": 1.0, "vision": 0.0, "audio": 0.0, "asr": 1.0, "finish": 1})
+    assert _count(even) == Counter({"decode": 1, "asr": 1, "finish": 1})
 
 
 def test_device_cpu_keeps_encoders_off_the_gpus():
@@ -91,3 +98,25 @@ def test_no_node_is_asked_for_more_cores_than_it_has():
         for n in nodes:
             assert sum(s.num_cpus for s in slots if s.node_id == n.node_id) <= n.cpus + 1e-9, slots
         assert {"decode", "vision", "audio", "asr", "finish"} <= {s.stage for s in slots}
+
+
+def test_a_pool_grows_only_for_work_a_new_actor_could_take():
+    """At a run's tail the part still decoding is most of the stage's demand; an actor
+    started for it would load its models and find nothing left to do."""
+    from vidan.config import Config
+    from workers.ray_executor import RayExecutor, _Actor, _Call
+
+    ex = RayExecutor()  # no Ray: only the planner's bookkeeping is used
+    ex._config = Config()  # workers.grow_min_s: 6 s of work for each actor
+    slot = plan([Node("n", 2)])[0]
+    decoding = _Actor(handle=None, slot=slot)
+    ex._actors["decode"] = [decoding]
+    ex._busy["decode"], ex._media["decode"] = 12.0, 120.0  # 0.1 s a media second
+    ex._calls["ref"] = _Call("decode", decoding, [(1, None, 120.0)], [], 0.0, 0.0)
+    grow = next(s for s in plan([Node("n", 8)]) if s.stage == "decode")
+    # 120 s in flight and 60 s queued: 18 s of demand, 6 s of it a new actor could share
+    assert not ex._worth_starting(grow, {"decode": 18.0})
+    # ten more minutes queued: worth a second decoder
+    assert ex._worth_starting(grow, {"decode": 78.0})
+    ex._calls.clear()  # nothing in flight: all 18 s could be shared
+    assert ex._worth_starting(grow, {"decode": 18.0})

@@ -402,7 +402,18 @@ class RayExecutor:
         n = len(self._actors[slot.stage])
         if n == 0:
             return demand.get(slot.stage, 0.0) > 0 or bool(self._queues[slot.stage])
-        return demand.get(slot.stage, 0.0) / (n + 1) >= self._config.workers.grow_min_s
+        # A new actor only shares the work not yet sent: the calls in flight stay where
+        # they are. At a run's tail the part still decoding is most of a stage's demand,
+        # and an actor started for it would spend seconds loading and find nothing to do.
+        left = demand.get(slot.stage, 0.0) - self._in_flight(slot.stage)
+        return left / (n + 1) >= self._config.workers.grow_min_s
+
+    def _in_flight(self, stage: str) -> float:
+        """Seconds of work ``stage``'s actors hold now (media seconds at its measured cost)."""
+        spec = STAGES[stage]
+        cost = self._busy[stage] / self._media[stage] if self._media[stage] > 0 else spec.weight
+        held = sum(max(1.0, secs) for c in self._calls.values() if c.stage == stage for _, _, secs in c.batch)
+        return held * cost
 
     def _start(self, slots: list[Slot]) -> None:
         import ray
