@@ -337,4 +337,4 @@ def test_a_call_stuck_in_a_ray_actor_fails_its_file_at_the_deadline(ray_local, t
     good, stuck = rows["a_good.mp4"], rows["b_stuck.mp4"]
     assert good.status == "ok", (good.error_stage, good.error_message, list(good.notes))
     assert (stuck.status, stuck.error_stage, stuck.error_message) == (
-        "failed", "decode", "timed out: still running after 20 s; the call was cancelled and its worker restarted")
+        "failed", "decode", "timed out: still running after 20 s; the call was cancelled and its worker replaced")

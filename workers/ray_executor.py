@@ -278,7 +278,7 @@ class RayExecutor:
             prepare_connection(self.address)
         # A call still running after this long is stuck (decoders have their own, shorter
         # limit in the isolated child; this catches a hang anywhere else): it is cancelled,
-        # not retried, and its actor is restarted.
+        # not retried, and its actor is replaced by a fresh one.
         self.call_timeout_s = call_timeout_s
         self.num_cpus = num_cpus
         self.device = device
@@ -886,7 +886,7 @@ class RayExecutor:
                 if h not in self._route:
                     continue  # a piece no longer waited for
                 out += self._finish(h, VidanError(stage, f"timed out: still running after {self.call_timeout_s:g} s; "
-                                                         "the call was cancelled and its worker restarted"))
+                                                         "the call was cancelled and its worker replaced"))
             self._dispatch(call.stage)
         return out
 
