@@ -18,6 +18,8 @@ hard cut every 10 s) into a temporary folder, then in one run:
   decode by ``ffmpeg -threads 1 -an -f null`` of the talk, and of one of the files
   re-encoded with a keyframe every 2 s (the keyframe path), in CPU seconds, measured
   with ``bench_frames``' own functions;
+* the CPU seconds the whole machine spent during the folder's best Ray run, against its
+  best in-process run (``psutil.cpu_times``, every process: Ray's own included);
 * how busy each Ray pool was in the folder's best Ray run: busy seconds over its actors' lifetime.
 
 ``--quick`` (for tests and CI): 2 files of 10 s, a 20 s talk, 4 clips, each way once.
@@ -140,16 +142,27 @@ def _ray_executor():
     return Watched(device="auto")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (every process, Ray's own included)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
 def analyse(paths: list[Path], out: Path, executor: str) -> tuple[float, Any, dict]:
-    """Wall seconds of one ``vidan.pipeline.run``, start-up included; the summary; the pools."""
+    """Wall seconds of one ``vidan.pipeline.run``, start-up included; the summary; the pools
+    (with ``cpu_s``: the machine's busy CPU seconds during the run)."""
     from vidan.config import Config
     from vidan.executor import LocalExecutor
     from vidan.pipeline import run
 
+    cpu0 = machine_busy_s()
     t0 = time.perf_counter()
     ex = LocalExecutor(device="auto") if executor == "local" else _ray_executor()
     summary = run([str(p) for p in paths], out, Config(), ex, progress=False, device="auto")
     wall = time.perf_counter() - t0
+    cpu_s = machine_busy_s() - cpu0
     if summary.ok != len(paths):
         import vidan
 
@@ -157,7 +170,7 @@ def analyse(paths: list[Path], out: Path, executor: str) -> tuple[float, Any, di
         errors = "; ".join(f"{r.path}: {r.error_stage}: {r.error_message}" for r in bad.itertuples())
         raise RuntimeError(f"{executor} run analysed {summary.ok} of {len(paths)} files ok: {summary.line()}; "
                            f"{errors}")
-    return wall, summary, getattr(ex, "pools", {})
+    return wall, summary, {**getattr(ex, "pools", {}), "cpu_s": cpu_s}
 
 
 def speech_alone(path: Path) -> tuple[float, int]:
@@ -219,11 +232,15 @@ def measure(folder: Path, sizes: dict[str, Any]) -> list[dict[str, Any]]:
     for k, way in enumerate(order[:2 * sizes["repeats"]]):
         wall, _, pools = analyse(files, folder / f"out-{way}-{k}", way)
         runs[way].append((wall, pools))
-    local_s = min(wall for wall, _ in runs["local"])
+    local_s, local = min(runs["local"], key=lambda r: r[0])
     ray_s, pools = min(runs["ray"], key=lambda r: r[0])
     best = f", best of {sizes['repeats']}" if sizes["repeats"] > 1 else ""
     rows.append(row(f"{n} files, in-process (LocalExecutor){best}", local_s, files_s))
     rows.append(row(f"{n} files, Ray (embedded, local){best}", ray_s, files_s, "in-process, same files", local_s))
+    # the work each way made the machine do: on cores that are busy all the time, wall
+    # seconds follow this, not how well the stages overlap
+    rows.append(row(f"{n} files, Ray: CPU s of the whole machine", pools.pop("cpu_s"), None,
+                    "in-process run, CPU s", local["cpu_s"]))
     talk_run, _, _ = analyse([talk], folder / "out-talk", "ray")
     asr_s, words = speech_alone(talk)
     rows.append(row("talk, end to end on Ray", talk_run, talk_s, f"Whisper alone on its audio ({words} words)",
