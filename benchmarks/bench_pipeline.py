@@ -17,7 +17,7 @@ hard cut every 10 s) into a temporary folder, then in one run:
 * the frame stage (decode + shot scan + model frames, one decoder thread) against a full
   decode by ``ffmpeg -threads 1 -an -f null`` of the talk, and of one of the files
   re-encoded with a keyframe every 2 s (the keyframe path), in CPU seconds, measured
-  with ``bench_frames``' own functions;
+  with ``bench_frames``' own functions, the least of three runs each;
 * the CPU seconds the whole machine spent during the folder's best Ray run, against its
   best in-process run (``psutil.cpu_times``, every process: Ray's own included);
 * how busy each Ray pool was in the folder's best Ray run: busy seconds over its actors' lifetime.
@@ -186,16 +186,18 @@ def speech_alone(path: Path) -> tuple[float, int]:
     return time.perf_counter() - t0, len(out[0].words)
 
 
-def frame_stage(path: Path) -> tuple[float, float]:
-    """(frame stage CPU s, ffmpeg full decode CPU s), both one decoder thread, as bench_frames measures."""
+def frame_stage(path: Path, repeat: int = 3) -> tuple[float, float]:
+    """(frame stage CPU s, ffmpeg full decode CPU s), both one decoder thread, as bench_frames
+    measures; each the least of ``repeat`` runs (the first pays for warming up, and the
+    shared machine adds noise to CPU seconds too)."""
     import bench_frames
     from vidan.media.frames import backend as frames_mod  # where the decoders read DECODE_THREADS
 
     threads = frames_mod.DECODE_THREADS
     frames_mod.DECODE_THREADS = 1
     try:
-        limit = bench_frames.decode_limit(path)
-        stage_s = bench_frames.stage(path, before=False)[0]
+        limit = min(bench_frames.decode_limit(path) for _ in range(repeat))
+        stage_s = min(bench_frames.stage(path, before=False)[0] for _ in range(repeat))
     finally:
         frames_mod.DECODE_THREADS = threads
     return stage_s, limit
