@@ -356,10 +356,7 @@ class RayExecutor:
             for name in CHAINS[chain][step:]:
                 # an item of no known length still needs its stage: count it as a second
                 left[name] += max(1.0, self._seconds.get(h, 0.0))
-        out = {}
-        for name, spec in STAGES.items():
-            cost = self._busy[name] / self._media[name] if self._media[name] > 0 else spec.weight
-            out[name] = left[name] * cost
+        out = {name: left[name] * self._cost(name) for name in STAGES}
         out["finish"] = 1.0  # one small actor for the whole run
         return out
 
@@ -410,10 +407,13 @@ class RayExecutor:
 
     def _in_flight(self, stage: str) -> float:
         """Seconds of work ``stage``'s actors hold now (media seconds at its measured cost)."""
-        spec = STAGES[stage]
-        cost = self._busy[stage] / self._media[stage] if self._media[stage] > 0 else spec.weight
         held = sum(max(1.0, secs) for c in self._calls.values() if c.stage == stage for _, _, secs in c.batch)
-        return held * cost
+        return held * self._cost(stage)
+
+    def _cost(self, stage: str) -> float:
+        """Seconds a media second has cost ``stage`` so far (its spec's guess until measured)."""
+        media = self._media[stage]
+        return self._busy[stage] / media if media > 0 else STAGES[stage].weight
 
     def _start(self, slots: list[Slot]) -> None:
         import ray
