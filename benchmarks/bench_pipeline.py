@@ -150,9 +150,9 @@ def machine_busy_s() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
-def analyse(paths: list[Path], out: Path, executor: str) -> tuple[float, Any, dict]:
-    """Wall seconds of one ``vidan.pipeline.run``, start-up included; the summary; the pools
-    (with ``cpu_s``: the machine's busy CPU seconds during the run)."""
+def analyse(paths: list[Path], out: Path, executor: str) -> tuple[float, float, dict]:
+    """Wall seconds of one ``vidan.pipeline.run``, start-up included; the machine's busy CPU
+    seconds during it; the pools."""
     from vidan.config import Config
     from vidan.executor import LocalExecutor
     from vidan.pipeline import run
@@ -170,7 +170,7 @@ def analyse(paths: list[Path], out: Path, executor: str) -> tuple[float, Any, di
         errors = "; ".join(f"{r.path}: {r.error_stage}: {r.error_message}" for r in bad.itertuples())
         raise RuntimeError(f"{executor} run analysed {summary.ok} of {len(paths)} files ok: {summary.line()}; "
                            f"{errors}")
-    return wall, summary, {**getattr(ex, "pools", {}), "cpu_s": cpu_s}
+    return wall, cpu_s, getattr(ex, "pools", {})
 
 
 def speech_alone(path: Path) -> tuple[float, int]:
@@ -232,17 +232,16 @@ def measure(folder: Path, sizes: dict[str, Any]) -> list[dict[str, Any]]:
     order = ["local", "ray", "ray", "local"] * sizes["repeats"]
     runs: dict[str, list] = {"local": [], "ray": []}
     for k, way in enumerate(order[:2 * sizes["repeats"]]):
-        wall, _, pools = analyse(files, folder / f"out-{way}-{k}", way)
-        runs[way].append((wall, pools))
-    local_s, local = min(runs["local"], key=lambda r: r[0])
-    ray_s, pools = min(runs["ray"], key=lambda r: r[0])
+        runs[way].append(analyse(files, folder / f"out-{way}-{k}", way))
+    local_s, local_cpu_s, _ = min(runs["local"], key=lambda r: r[0])
+    ray_s, ray_cpu_s, pools = min(runs["ray"], key=lambda r: r[0])
     best = f", best of {sizes['repeats']}" if sizes["repeats"] > 1 else ""
     rows.append(row(f"{n} files, in-process (LocalExecutor){best}", local_s, files_s))
     rows.append(row(f"{n} files, Ray (embedded, local){best}", ray_s, files_s, "in-process, same files", local_s))
     # the work each way made the machine do: on cores that are busy all the time, wall
     # seconds follow this, not how well the stages overlap
-    rows.append(row(f"{n} files, Ray: CPU s of the whole machine", pools.pop("cpu_s"), None,
-                    "in-process run, CPU s", local["cpu_s"]))
+    rows.append(row(f"{n} files, Ray: CPU s of the whole machine", ray_cpu_s, None, "in-process run, CPU s",
+                    local_cpu_s))
     talk_run, _, _ = analyse([talk], folder / "out-talk", "ray")
     asr_s, words = speech_alone(talk)
     rows.append(row("talk, end to end on Ray", talk_run, talk_s, f"Whisper alone on its audio ({words} words)",

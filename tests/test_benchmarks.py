@@ -31,11 +31,12 @@ def _positive(x):
 def test_bench_pipeline_quick_prints_every_figure(tmp_path):
     record, printed, table = _run("bench_pipeline", tmp_path)
     measures = [r["measure"] for r in record["rows"]]
-    expected = ["2 files, in-process (LocalExecutor)", "2 files, Ray (embedded, local)", "talk, end to end on Ray",
+    expected = ["2 files, in-process (LocalExecutor)", "2 files, Ray (embedded, local)",
+                "2 files, Ray: CPU s of the whole machine", "talk, end to end on Ray",
                 "4 clips of 8 s, Ray", "frame stage on the talk, CPU s, 1 thread",
                 "frame stage, keyframes every 2 s, CPU s, 1 thread"]
-    assert measures[:6] == expected
-    pools = {m.split()[2] for m in measures[6:]}
+    assert measures[:7] == expected
+    pools = {m.split()[2] for m in measures[7:]}
     assert pools == {"decode", "vision", "audio", "asr", "finish"}, measures
     # one table: its header, its separator, a line per row, printed as the JSON renders it
     assert table[0].startswith("| measure |") and len(table) == 2 + len(record["rows"])
@@ -48,9 +49,9 @@ def test_bench_pipeline_quick_prints_every_figure(tmp_path):
         for key in ("media_s", "against_s"):
             assert r[key] is None or _positive(r[key]), r
     # the comparisons the table exists for are there
-    for i in (1, 2, 4, 5):
+    for i in (1, 2, 3, 5, 6):
         assert _positive(record["rows"][i]["against_s"]), record["rows"][i]
-    for r in record["rows"][6:]:
+    for r in record["rows"][7:]:
         assert 0 < r["seconds"] / r["against_s"] <= 1.0 + 1e-6, r  # a pool is never more than always busy
 
 
