@@ -458,14 +458,13 @@ class RayExecutor:
         keep_s = self._config.workers.gpu_keep_s
         for key, n in retire.items():
             stage = key[0]
-            mine = [a for a in self._actors[stage] if a.slot.key == key]
-            waiting = {id(a) for a in mine if _unplaced(a.handle)}
-            for a in sorted(mine, key=lambda a: (id(a) not in waiting, a.inflight > 0)):
+            mine = [(not _unplaced(a.handle), a) for a in self._actors[stage] if a.slot.key == key]
+            for placed, a in sorted(mine, key=lambda x: (x[0], x[1].inflight > 0)):
                 if n <= 0:
                     break
-                if a.inflight and id(a) not in waiting:
+                if placed and a.inflight:
                     continue
-                if a.slot.device == "cuda" and now - a.last_done < keep_s and id(a) not in waiting:
+                if placed and a.slot.device == "cuda" and now - a.last_done < keep_s:
                     continue  # a warm GPU pool outlives a lull: reloading its models costs minutes
                 if self._queues[stage] and len(self._actors[stage]) == 1:
                     continue
