@@ -61,7 +61,7 @@ bench: $(STAMP)
 
 # after upgrading a dependency in .venv and running make test (and make bench): pin what was tested
 constraints: $(STAMP)
-	@{ sed -n '1,/^$$/{/^#/p}' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^vidan'; } > constraints.txt.new
+	@{ grep '^#' constraints.txt; $(PY) -m pip list --format=freeze --exclude-editable --exclude pip --exclude setuptools | grep -v '^vidan=='; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 clean:
