@@ -260,6 +260,11 @@ def _where(handle) -> str:
     return "loading" if _has_process(row) else "unplaced"
 
 
+def _label(slot: Slot) -> str:
+    """How events name an actor's slot: its stage at the start of its node's id."""
+    return f"{slot.stage}@{(slot.node_id or 'any')[:8]}"
+
+
 def _nodes() -> list[Node]:
     import ray
 
@@ -441,7 +446,7 @@ class RayExecutor:
             self._actors[s.stage].append(a)
             new.append(a)
         self._event("started " + ", ".join(
-            f"{s.stage}@{(s.node_id or 'any')[:8]}/{s.device}" for s in slots))
+            f"{_label(s)}/{s.device}" for s in slots))
         # Actors load their models in parallel, and calls queue at an actor until it has:
         # the driver waits neither for the slowest model before decoding starts nor for a
         # GPU actor that no node can place yet. Ids are read once per stage, for
@@ -481,7 +486,7 @@ class RayExecutor:
         a.ended = now
         self._gone.append(a)
         ray.kill(a.handle)
-        self._event(f"{what} {a.slot.stage}@{(a.slot.node_id or 'any')[:8]}")
+        self._event(f"{what} {_label(a.slot)}")
 
     # --- moving items -----------------------------------------------------------------
 
@@ -772,7 +777,7 @@ class RayExecutor:
         if a is None:
             return
         a.cool_until = time.monotonic() + UNREACHABLE_COOL_S
-        self._event(f"cooling {a.slot.stage}@{(a.slot.node_id or 'any')[:8]}: {why}")
+        self._event(f"cooling {_label(a.slot)}: {why}")
 
     def _forget(self, h: int) -> None:
         self._route.pop(h, None)
