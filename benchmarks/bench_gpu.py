@@ -242,7 +242,7 @@ class Bench:
     def end_to_end(self) -> None:
         import bench_pipeline
 
-        from workers.ray_executor import init_ray
+        from workers.connect import init_ray
 
         started = init_ray()
         try:

@@ -90,7 +90,7 @@ def no_error_logs(caplog):
 @pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray on 127.0.0.1 with 2 CPUs, started once (it costs ~4 s)."""
-    from workers.ray_executor import init_ray
+    from workers.connect import init_ray
 
     import ray
 

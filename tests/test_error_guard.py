@@ -3,7 +3,6 @@ phase, on a `vidan` command's stderr and in Ray's worker logs, and let benign li
 
 from __future__ import annotations
 
-import logging
 import textwrap
 from pathlib import Path
 

@@ -9,7 +9,6 @@ and the driver itself killed and run again. Every video ends in the report exact
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 

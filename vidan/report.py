@@ -16,7 +16,6 @@ holds (an all-null column is still a ``string``), and DuckDB or Polars read them
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence
 

@@ -14,7 +14,7 @@ import sys
 from typing import Iterator, Optional, TextIO
 
 from vidan.cluster import ClusterError, check_reachable, job_server_address, token_available
-from workers.ray_executor import use_cluster_token
+from workers.connect import use_cluster_token
 
 # Ray's JobSubmissionClient prefers these environment variables to the address it is
 # given; an explicit --address must win, so they are hidden while the client is made.
@@ -54,7 +54,7 @@ class Jobs:
         self.address = job_server_address(address)
         if self.address.startswith(("http://", "https://")):
             check_reachable(self.address)
-        # the token goes only to a job server that asks for one, as to a cluster (ray_executor)
+        # the token goes only to a job server that asks for one, as to a cluster (workers.connect)
         for attempt in range(2):
             try:
                 with _without(_ADDRESS_VARS if address else ()):

@@ -18,8 +18,6 @@ import os
 import re
 import secrets
 import socket
-import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Optional, Sequence
 
