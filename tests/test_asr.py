@@ -202,10 +202,11 @@ def test_backend_none_has_no_model():
 # --- choosing the language: pure logic --------------------------------------------------------
 
 from vidan.config import ConfigError  # noqa: E402
-from vidan.models.asr import (  # noqa: E402
-    COMPRESSION_RATIO_THRESHOLD, Piece, SpeechItem, Window, assign_words, best_language, candidate_languages,
-    compression_ratio, pack_windows, restrict_languages,
+from vidan.models.asr import SpeechItem  # noqa: E402
+from vidan.models.asr.languages import (  # noqa: E402
+    COMPRESSION_RATIO_THRESHOLD, best_language, candidate_languages, compression_ratio, restrict_languages,
 )
+from vidan.models.asr.windows import Piece, Window, assign_words, pack_windows  # noqa: E402
 
 
 def test_restrict_languages_keeps_the_allowed_and_renormalises():
@@ -387,7 +388,7 @@ def test_windows_shared_only_when_asked(base_asr, clips, monkeypatch):
 
 
 def test_fitted_frames_hear_the_longest_window_and_some_silence():
-    from vidan.models.asr import FIT_MIN_S, FIT_SLACK_S, fitted_frames
+    from vidan.models.asr.windows import FIT_MIN_S, FIT_SLACK_S, fitted_frames
 
     assert (FIT_MIN_S, FIT_SLACK_S) == (10.0, 3.0)  # the figures below depend on them
     assert fitted_frames([4.9, 5.4], 100) == 1000  # short clips: at least FIT_MIN_S
@@ -478,9 +479,9 @@ def _padded_detection(monkeypatch):
     """Detect from a full 30 s window, as Whisper itself does: there Whisper base gives
     the clear English "coffee" clip only p=0.77 for English, under the threshold (0.87
     from its own 10 s)."""
-    import vidan.models.asr as asr_mod
+    from vidan.models.asr import WINDOW_S, prepare
 
-    monkeypatch.setattr(asr_mod, "DETECT_MIN_S", asr_mod.WINDOW_S)
+    monkeypatch.setattr(prepare, "DETECT_MIN_S", WINDOW_S)
 
 
 def test_an_unsure_real_guess_with_a_fluent_transcript_is_kept(base_asr, coffee, monkeypatch):
@@ -497,9 +498,9 @@ def test_an_unsure_real_guess_with_a_fluent_transcript_is_kept(base_asr, coffee,
 def test_an_unsure_real_guess_is_checked_by_decoding(base_asr, coffee, monkeypatch):
     # The same clip with the fluency shortcut off: the guess and two more languages are
     # decoded on the real model, and English, the most probable, stays.
-    import vidan.models.asr as asr_mod
+    from vidan.models.asr import transcriber
 
-    monkeypatch.setattr(asr_mod, "FLUENT_WORD_LOGPROB", 1.0)
+    monkeypatch.setattr(transcriber, "FLUENT_WORD_LOGPROB", 1.0)
     _padded_detection(monkeypatch)
     calls = _count_decodes(base_asr, monkeypatch)
     t = base_asr.transcribe(coffee)
@@ -541,7 +542,7 @@ def test_allow_list_restricts_detection():
 
 
 def test_long_speech_is_cut_at_a_quiet_moment_into_window_sized_pieces():
-    from vidan.models.asr import _split_long
+    from vidan.models.asr.prepare import _split_long
 
     rng = np.random.default_rng(0)
     audio = rng.normal(0, 0.1, 70 * RATE).astype(np.float32)
@@ -556,11 +557,11 @@ def test_long_speech_is_cut_at_a_quiet_moment_into_window_sized_pieces():
 def test_language_is_detected_from_the_clips_own_length_with_the_padded_windows_guesses(base_asr, clips, monkeypatch):
     """Detection hears each clip's first speech at its own length (at least DETECT_MIN_S),
     not padded to 30 s: same guesses on every bundled clip, each at least as sure."""
-    import vidan.models.asr as asr_mod
+    from vidan.models.asr import WINDOW_S, prepare
 
-    preps = {i: asr_mod._prepare(asr_mod.SpeechItem(a), True) for i, a in enumerate(clips.values())}
+    preps = {i: prepare._prepare(SpeechItem(a), True) for i, a in enumerate(clips.values())}
     short = base_asr._detect(preps)
-    monkeypatch.setattr(asr_mod, "DETECT_MIN_S", asr_mod.WINDOW_S)
+    monkeypatch.setattr(prepare, "DETECT_MIN_S", WINDOW_S)
     padded = base_asr._detect(preps)
     assert [short[i].language for i in preps] == [padded[i].language for i in preps] == ["en"] * len(preps)
     assert all(short[i].probability >= padded[i].probability - 0.05 for i in preps)

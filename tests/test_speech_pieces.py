@@ -14,7 +14,8 @@ import pytest
 
 from vidan import synth
 from vidan.config import Config
-from vidan.models.asr import RATE, WINDOW_S, SpeechItem, _prepare, pack_windows, window_runs
+from vidan.models.asr import RATE, WINDOW_S, SpeechItem, pack_windows, window_runs
+from vidan.models.asr.prepare import _prepare
 from vidan.records import AudioPart, Span, VidanError, Word
 from vidan.wer import word_error_rate
 

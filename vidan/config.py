@@ -83,8 +83,8 @@ class AsrConfig:
     languages: Optional[tuple[str, ...]] = None  # allow-list of language codes; None: all
     batch_size: int = 8  # 30-second windows decoded together
     # True: short clips share Whisper's windows, up to about 18 s of speech a window
-    # (vidan.models.asr.SHARED_FILL_S). Off by default: windows are encoded at their own
-    # length (vidan.models.asr.FIT_SLACK_S), so sharing saves nothing and costs words
+    # (vidan.models.asr.windows.SHARED_FILL_S). Off by default: windows are encoded at their own
+    # length (vidan.models.asr.windows.FIT_SLACK_S), so sharing saves nothing and costs words
     # (40 clips of 8 s: mean WER 0.023 shared, 0.016 a window each, 29 and 23 CPU-s).
     share_windows: bool = False
 
