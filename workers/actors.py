@@ -88,12 +88,18 @@ def fetch(x: Any) -> Any:
 
 class StageActor:
     def __init__(self, name: str, config: Config, device: str, threads: int):
+        self._name = f"vidan:{name}:{device}"  # first: Ray asks __repr__ even when loading fails
         worker_logging()
         _threads(threads)
         from vidan.stages.registry import STAGES
 
         self.spec = STAGES[name]
         self.stage = self.spec.load()(config, device=device, threads=threads)
+
+    def __repr__(self) -> str:
+        # Ray shows this as the actor's name: its log lines' prefix, the dashboard and
+        # `ray list actors --detail` (repr_name) tell the stage, not only "StageActor"
+        return getattr(self, "_name", "vidan:stage")
 
     def model_ids(self) -> dict:
         return self.stage.model_ids()
