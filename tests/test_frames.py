@@ -487,3 +487,38 @@ def test_keyframe_path_failing_midway_hands_over_without_repeats(keyframes_every
     assert any("keyframe path failed" in n and "decoder died" in n for n in out.notes)
     np.testing.assert_allclose(out.times_s, np.arange(6.0) + 15 / 30, atol=1e-6)  # the full decode's choice
     assert all(b > a for a, b in zip(scans, scans[1:])) and len(scans) == 48
+
+
+@pytest.mark.parametrize("gop", [12, 250], ids=["keyframe-path", "full-decode"])
+@pytest.mark.parametrize("span", [Span(0.0, 6.0), Span(2.1, 5.3)], ids=["whole", "part"])
+def test_theora_frames_the_encoder_left_empty_are_the_picture_before(tmp_path, gop, span):
+    """Theora in Ogg stores a frame whose picture did not change as an empty packet. The
+    decoder rejects those as invalid; they are not damage and no frame is missing: the
+    picture before stays on screen. Reference: ffmpeg's own decode of every frame."""
+    import av
+    import subprocess
+
+    held = synth.write_timecode_video(tmp_path / "held.mp4", [k * 0.2 for k in range(30)])  # 5 pictures a second
+    path = tmp_path / f"held_g{gop}.ogv"
+    synth.run_ffmpeg(["-i", held, "-vf", "fps=25", "-c:v", "libtheora", "-q:v", "7", "-g", str(gop), path])
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        packets = [(float(p.pts * s.time_base), p.size) for p in c.demux(s) if p.pts is not None]
+    times = [t for t, _ in packets]
+    assert times == [i / 25 for i in range(len(times))]
+    assert sum(not size for _, size in packets) > 10, "the encoder stored no empty frames: nothing is tested"
+    raw = subprocess.run([synth.ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24",
+                          "-"], capture_output=True, check=True).stdout
+    reference = np.frombuffer(raw, np.uint8).reshape(-1, 240, 320, 3)  # frame i is shown from i / 25 s
+    assert len(reference) >= len(times)
+
+    out = decode_part(path, probe(path), span, cfg(backend="pyav"))
+    assert out.notes == []  # neither "corrupt packets" nor "frames missing"
+    assert out.frames_decoded == sum(span.start_s <= t < span.end_s for t in times)
+    if gop == 250:  # every frame decoded: the frame shown at each sampling time
+        np.testing.assert_allclose(out.times_s, displayed(times, span, 1.0, 0.5), atol=1e-6)
+    else:
+        np.testing.assert_allclose(out.times_s, _nearest_keys(_keyframe_times(path), span, 1.0), atol=1e-6)
+    # each picture is the one ffmpeg shows at the time reported for it
+    shown = [synth.read_timecode(reference[round(t * 25)]) for t in out.times_s]
+    assert [synth.read_timecode(img) for img in out.images] == shown

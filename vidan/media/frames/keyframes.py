@@ -79,12 +79,14 @@ def _packet_index(path: str, info: MediaInfo, start: float, end: float) -> Optio
         ends = True
         try:
             for packet in container.demux(stream):
-                if not packet.size:
-                    continue
+                if not packet.size and packet.pts is None:
+                    continue  # the demuxer's last, empty packet
                 if packet.pts is None:
                     return None  # times would have to be guessed: the full decode does that
                 t = float(packet.pts * tb - t0)
-                times.append(t)
+                times.append(t)  # an empty packet with a time is a frame: the last picture stays
+                if not packet.size:
+                    continue
                 if packet.is_keyframe:
                     keys.append(t)
                     if t > end + _SAME_FRAME_S:  # decode order is display order for keyframes

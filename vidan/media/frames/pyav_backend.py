@@ -8,6 +8,7 @@ the decoded planes. ``_PyAVDecoder`` is shared with the keyframe path.
 
 from __future__ import annotations
 
+import bisect
 import math
 from fractions import Fraction
 from functools import partial
@@ -65,10 +66,20 @@ class _PyAVDecoder:
         import av
 
         errors_in_row = 0
+        # An empty packet with a time is a frame the encoder did not store because the
+        # picture did not change (Theora in Ogg): the picture before stays, shown from
+        # that time. A decoder rejects it as invalid, but it is neither damage nor a
+        # missing frame. Its time waits here until the frames before it are out (a
+        # threaded decoder hands frames out a few packets late).
+        repeats: list[int] = []
         while True:
             try:
                 for packet in self.container.demux(self.stream):
                     errors_in_row = 0
+                    if not packet.size and packet.pts is not None and not self.decode_clock:
+                        if not keys_only:
+                            bisect.insort(repeats, packet.pts)
+                        continue
                     if keys_only and not packet.is_keyframe and packet.size:
                         continue
                     try:
@@ -80,7 +91,15 @@ class _PyAVDecoder:
                         self.last_error = _error_text(e)
                         continue
                     for frame in decoded:
+                        ts = frame.pts if frame.pts is not None else frame.dts
+                        while repeats and ts is not None and repeats[0] < ts:
+                            pts = repeats.pop(0)
+                            if self.frame is not None:  # none before the first picture
+                                yield self._repeat(pts)
                         yield self._timed(frame)
+                if self.frame is not None:
+                    for pts in repeats:
+                        yield self._repeat(pts)
                 return
             except av.error.FFmpegError as e:  # the demuxer resyncs on the next read
                 self.bad_packets += 1
@@ -117,6 +136,12 @@ class _PyAVDecoder:
         self._last = at
         self.frame = frame
         return float(at), partial(_pyav_rgb, frame, self.size, self.rotation), has_time
+
+    def _repeat(self, pts: int):
+        at = pts * self.tb - self.start
+        self.timed += 1
+        self._last = at
+        return float(at), partial(_pyav_rgb, self.frame, self.size, self.rotation), True
 
     def report(self, notes: list[str]) -> None:
         if self.bad_packets:
