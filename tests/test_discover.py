@@ -151,6 +151,7 @@ def test_content_decides_what_is_media(tmp_path, clip):
 
     (tmp_path / "text.mp4").write_text("this is not a video\n")
     Image.fromarray(synth.photo("coffee")[:64, :64]).save(tmp_path / "photo.mp4", format="PNG")
+    Image.fromarray(synth.photo("rocket")[:48, :48]).save(tmp_path / "cover", format="PNG")
     (tmp_path / "video_without_extension").write_bytes(clip)
     (tmp_path / "readme").write_text("hello, world — ünïcode too\n")
     (tmp_path / "blob").write_bytes(bytes(range(256)) * 40)
@@ -166,6 +167,7 @@ def test_content_decides_what_is_media(tmp_path, clip):
     assert probes[str(tmp_path / "video_without_extension")].has_video
     assert _reasons(d) == {
         str(tmp_path / "readme"): "not a video: text file",
+        str(tmp_path / "cover"): "not a video: still image (png)",
         str(tmp_path / "blob"): "not a video: not a media file: Invalid data found when processing input",
         str(tmp_path / "subtitles_only"): "not a video: no audio or video streams (found: subtitle)",
     }

@@ -339,7 +339,7 @@ def discover(paths: Sequence[Union[str, bytes, os.PathLike]], *, probe_many: Pro
             probes[path] = result
         else:
             why = result.message if isinstance(result, MediaError) else "no audio or video stream"
-            skipped.append(Skipped(path, f"not a video: {why}"))
+            skipped.append(Skipped(path, not_a_video(why)))
     for uri in remote:
         from vidan.sources import remote_candidates
 
@@ -351,6 +351,11 @@ def discover(paths: Sequence[Union[str, bytes, os.PathLike]], *, probe_many: Pro
                     probes[c.path] = found[c.path]
         skipped.extend(skips)
     return discovery, probes
+
+
+def not_a_video(why: str) -> str:
+    """The reason a file is skipped; the prober may have said "not a video" already."""
+    return why if why.startswith("not a video") else f"not a video: {why}"
 
 
 def _probe_all(probe_many: ProbeMany, paths: list[str]) -> dict[str, Union[MediaInfo, MediaError]]:

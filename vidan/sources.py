@@ -184,7 +184,7 @@ def remote_candidates(uri: str, known, options: Optional[dict] = None):
     Objects the report knows are neither downloaded nor probed. New ones are copied to
     scratch, hashed on the way, and probed there.
     """
-    from vidan.discover import Candidate, Skipped, claim, has_media_extension, is_plain_text
+    from vidan.discover import Candidate, Skipped, claim, has_media_extension, is_plain_text, not_a_video
     from vidan.media.isolate import probe_isolated
 
     candidates, skipped, to_probe = [], [], []
@@ -225,7 +225,7 @@ def remote_candidates(uri: str, known, options: Optional[dict] = None):
                 candidates.append(Candidate(o.uri, vid, o.size, mtime_ns=o.mtime_ns, etag=o.etag))
                 probes[o.uri] = result
             else:
-                skipped.append(Skipped(o.uri, f"not a video: {result.message}"))
+                skipped.append(Skipped(o.uri, not_a_video(result.message)))
                 forget(o.uri, o.etag)
     return candidates, skipped, probes
 
