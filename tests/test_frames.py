@@ -522,3 +522,50 @@ def test_theora_frames_the_encoder_left_empty_are_the_picture_before(tmp_path, g
     # each picture is the one ffmpeg shows at the time reported for it
     shown = [synth.read_timecode(reference[round(t * 25)]) for t in out.times_s]
     assert [synth.read_timecode(img) for img in out.images] == shown
+
+
+@pytest.fixture(scope="module")
+def squeezed(tmp_path_factory):
+    """A 16:9 picture stored 720x576 with 64:45 pixels (DVD, broadcast): a 200x200 white
+    square in the picture as shown. Two ways to say it: in the H.264 stream, and only in
+    the container (Matroska's display size over a stream that says nothing)."""
+    d = tmp_path_factory.mktemp("sar")
+    box = "color=gray:size=1024x576:rate=25,drawbox=x=412:y=188:w=200:h=200:color=white:t=fill"
+    in_stream = synth.lavfi(d / "in_stream.mp4", box, 2.0, "-vf", "scale=720:576,setsar=64/45",
+                            "-c:v", "libx264", "-g", "25")
+    plain = synth.lavfi(d / "plain.mp4", box, 2.0, "-vf", "scale=720:576,setsar=1", "-c:v", "libx264", "-g", "25")
+    in_container = d / "in_container.mkv"
+    synth.run_ffmpeg(["-i", plain, "-c", "copy", "-aspect", "16:9", in_container])
+    return {"stream": in_stream, "container": in_container, "square pixels": plain}
+
+
+def _white_box(img: np.ndarray) -> tuple[int, int]:
+    ys, xs = np.nonzero(img.mean(axis=-1) > 200)
+    return int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+@pytest.mark.parametrize("where", ["stream", "container"])
+@pytest.mark.parametrize("backend", BOTH)
+def test_squeezed_pixels_come_out_square(squeezed, where, backend):
+    from vidan.thumbnails import read_frame
+
+    path = squeezed[where]
+    info = probe(path)
+    assert (info.width, info.height, info.sample_aspect) == (720, 576, "64/45")
+    for out in (decode_part(path, info, Span(0.0, 2.0), cfg(backend=backend)),  # keyframe path
+                decode_full(path, info, Span(0.0, 2.0), cfg(backend=backend))):
+        h, w = out.images.shape[1:3]
+        assert w / h == pytest.approx(16 / 9, rel=0.01)
+        bw, bh = _white_box(out.images[0])
+        assert bw / bh == pytest.approx(1.0, rel=0.05)  # the square is square, not 0.7 of it
+    thumb = read_frame(str(path), 1.0, info.start_time_s, 0, width=320)
+    assert thumb.shape[:2] == (180, 320)
+    bw, bh = _white_box(thumb)
+    assert bw / bh == pytest.approx(1.0, rel=0.05)
+
+
+def test_square_pixels_have_no_sample_aspect(squeezed):
+    info = probe(squeezed["square pixels"])
+    assert info.sample_aspect is None
+    out = decode_part(squeezed["square pixels"], info, Span(0.0, 1.0), cfg(backend="pyav"))
+    assert out.images.shape[1:3] == (224, 280)  # 720x576 as it is

@@ -69,6 +69,8 @@ class MediaInfo:
     frame_rate: Optional[str] = None  # exact fraction such as "30000/1001"
     frame_count: Optional[int] = None  # from the container; may be absent or wrong
     rotation: int = 0  # degrees clockwise needed to show the picture upright: 0/90/180/270
+    # Shape of one coded pixel, "64/45" (a 720x576 picture shown 16:9); None: square.
+    sample_aspect: Optional[str] = None
     audio_codec: Optional[str] = None
     audio_channels: Optional[int] = None
     audio_sample_rate: Optional[int] = None

@@ -65,8 +65,12 @@ def read_frame(path: str, t: float, start_time_s: float = 0.0, rotation: int = 0
                 break
         if chosen is None:
             raise ValueError(f"{path}: no frame decoded near {t:.3f} s")
+        from vidan.media.frames import display_width
+        from vidan.media.probe import sample_aspect
+
         rot = int(rotation or 0) % 360
-        shown_w, shown_h = (chosen.height, chosen.width) if rot in (90, 270) else (chosen.width, chosen.height)
+        coded_w = display_width(chosen.width, sample_aspect(stream))
+        shown_w, shown_h = (chosen.height, coded_w) if rot in (90, 270) else (coded_w, chosen.height)
         w, h = width, max(2, int(round(width * shown_h / shown_w / 2)) * 2)
         size = (h, w) if rot in (90, 270) else (w, h)
         return upright(chosen.to_ndarray(width=size[0], height=size[1], format="rgb24"), rot)

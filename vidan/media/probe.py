@@ -66,6 +66,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
                 video_codec=_codec_name(video),
                 width=int(cc.width) or None,
                 height=int(cc.height) or None,
+                sample_aspect=sample_aspect(video),
                 frame_rate=f"{rate.numerator}/{rate.denominator}" if rate else None,
                 frame_count=int(video.frames) if video.frames and video.frames > 0 else None,
                 video_end_s=_stream_end(video, start_s),
@@ -94,6 +95,18 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     rotation = _rotation(p) if result.has_video else 0
 
     return replace(result, duration_s=float(duration), rotation=rotation)
+
+
+def sample_aspect(stream) -> Optional[str]:
+    """The pixel aspect a player applies: the container's, else the codec's; None when
+    square or unknown. DVDs and broadcast streams store 16:9 pictures 720 or 1440
+    pixels wide, squeezed; a picture scaled without it shows everyone too thin."""
+    for sar in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if sar and sar > 0 and sar != 1 and Fraction(1, 8) <= sar <= 8:  # past that: a broken header
+            return f"{sar.numerator}/{sar.denominator}"
+        if sar == 1:
+            return None
+    return None
 
 
 def _open_explained(path: str):

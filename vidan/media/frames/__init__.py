@@ -30,13 +30,14 @@ from vidan.media.frames.backend import DecodedFrames, FrameBackend, RawFrame, _e
 from vidan.media.frames.clock import _CallbackError, _frames_expected, _Picker
 from vidan.media.frames.container import _coded_size
 from vidan.media.frames.decord_backend import DecordBackend, TimestampError
-from vidan.media.frames.images import model_size, scan_dims, scan_image, upright
+from vidan.media.frames.images import display_width, model_size, scan_dims, scan_image, upright
 from vidan.media.frames.keyframes import MAX_KEY_GAP_S, _keyframe_path, _Sent
 from vidan.media.frames.pyav_backend import PyAVBackend
 from vidan.records import STAGE_DECODE, MediaError, MediaInfo, Span
 
 __all__ = ["BACKENDS", "DecodedFrames", "DecordBackend", "FrameBackend", "MAX_KEY_GAP_S", "PyAVBackend",
-           "RawFrame", "TimestampError", "decode_part", "model_size", "scan_dims", "scan_image", "upright"]
+           "RawFrame", "TimestampError", "decode_part", "display_width", "model_size", "scan_dims", "scan_image",
+           "upright"]
 
 
 def decode_part(path, info: MediaInfo, span: Span, cfg: FrameConfig,
@@ -64,6 +65,8 @@ def decode_part(path, info: MediaInfo, span: Span, cfg: FrameConfig,
     width, height = info.width, info.height
     if not width or not height:
         width, height = _coded_size(str(path))
+    # the decoders scale straight to these sizes, so squeezed pixels come out square
+    width = display_width(width, info.sample_aspect)
     size = model_size(width, height, info.rotation, cfg)
     # detectors get more pixels than the model, but never more than the file has:
     # decoding a 360p file at 480p costs several times the decode and shows nothing new

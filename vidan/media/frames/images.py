@@ -6,6 +6,9 @@ made), so the sizes can be checked without a video.
 
 from __future__ import annotations
 
+from fractions import Fraction
+from typing import Optional
+
 import numpy as np
 
 from vidan.config import FrameConfig
@@ -21,6 +24,13 @@ def model_size(width: int, height: int, rotation: int, cfg: FrameConfig) -> tupl
     scale = cfg.model_size / min(w, h)
     scale = min(scale, 2 * cfg.model_size / max(w, h), cfg.max_decode_side / max(w, h))
     return max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+
+
+def display_width(width: int, sample_aspect: Optional[str]) -> int:
+    """The width a player shows a ``width``-pixel picture at, its pixels made square."""
+    if not sample_aspect:
+        return width
+    return max(1, int(round(width * Fraction(sample_aspect))))
 
 
 def upright(img: np.ndarray, rotation: int) -> np.ndarray:
