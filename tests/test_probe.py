@@ -168,3 +168,28 @@ def test_timecode_track_is_listed_as_data(tmp_path):
     info = probe(path)
     assert [s.kind for s in info.streams] == ["video", "data"]
     assert info.has_video and info.video_codec == "h264"
+
+
+def test_a_matroska_video_that_stops_before_its_audio_is_not_cut_short(tmp_path):
+    """Matroska has no length per track in its index; its muxers tag each track with one.
+    A video track that ends before the audio by design is whole; a file cut in half is
+    still found out (the tag promises more than the data holds)."""
+    from vidan.config import FrameConfig
+    from vidan.media.frames import decode_part
+    from vidan.records import Span
+
+    path = tmp_path / "short_video.mkv"
+    synth.run_ffmpeg(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=3",
+                      "-f", "lavfi", "-i", "sine=frequency=440:duration=6.5",
+                      "-c:v", "libx264", "-c:a", "aac", path])
+    info = probe(path)
+    assert info.video_end_s == pytest.approx(3.0, abs=0.05)
+    assert info.audio_end_s == pytest.approx(6.5, abs=0.05) and info.duration_s == pytest.approx(6.5, abs=0.05)
+    assert decode_part(path, info, Span(0.0, info.duration_s), FrameConfig()).notes == []
+
+    cut = tmp_path / "cut.mkv"
+    data = path.read_bytes()
+    cut.write_bytes(data[:len(data) // 3])
+    info = probe(cut)
+    notes = decode_part(cut, info, Span(0.0, info.duration_s), FrameConfig()).notes
+    assert any(n.startswith("video stream ends at") for n in notes), notes

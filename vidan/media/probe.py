@@ -8,6 +8,7 @@ message starts with a short human phrase and ends with what PyAV itself said.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import replace
 from fractions import Fraction
 from typing import Any, Optional
@@ -129,10 +130,28 @@ def _open_explained(path: str):
 
 def _stream_end(stream, container_start_s: float) -> Optional[float]:
     """End of ``stream`` by its own header, on the container's clock; None when unknown."""
-    if stream.duration is None or stream.time_base is None or stream.duration <= 0:
+    if stream.time_base is None:
         return None
     start = stream.start_time if stream.start_time is not None else 0
-    return float((start + stream.duration) * stream.time_base) - container_start_s
+    if stream.duration is not None and stream.duration > 0:
+        return float((start + stream.duration) * stream.time_base) - container_start_s
+    # Matroska keeps no length per track, but its muxers (ffmpeg, mkvmerge) tag each
+    # track with one: without it a video that stops before its audio reads as cut short
+    tagged = _tag_seconds(stream.metadata)
+    return None if tagged is None else float(start * stream.time_base) + tagged - container_start_s
+
+
+_DURATION_TAG = re.compile(r"^(\d+):([0-5]\d):([0-5]\d(?:\.\d+)?)$")
+
+
+def _tag_seconds(metadata) -> Optional[float]:
+    for key, value in (metadata or {}).items():
+        if key.upper() == "DURATION" or key.upper().startswith("DURATION-"):
+            m = _DURATION_TAG.match(str(value).strip())
+            if m:
+                seconds = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
+                return seconds if seconds > 0 else None
+    return None
 
 
 def is_still_image(info: MediaInfo) -> bool:
