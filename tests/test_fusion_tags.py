@@ -48,6 +48,12 @@ def test_visual_labels_and_audio_tags():
     assert [t.label for t in audio_tags(0.8, -20.0)] == ["speech"]
     assert [t.label for t in audio_tags(0.0, -95.0)] == ["silence"]
     assert [t.label for t in audio_tags(0.0, -20.0)] == ["non_speech_sound"]
+    # a voice recorded far too quietly: the event model scores it low, voice activity hears it
+    assert [t.label for t in audio_tags(0.69, -66.0, {"speech": 0.05})] == ["speech"]
+    assert [t.label for t in audio_tags(0.69, -66.0)] == ["speech"]
+    assert [t.label for t in audio_tags(0.0, -66.0, {"speech": 0.05})] == ["silence"]
+    # loud: the events decide, as before (voice activity fires on busy music)
+    assert [t.label for t in audio_tags(0.69, -20.0, {"speech": 0.05, "music": 0.9})] == ["music", "non_speech_sound"]
 
 
 def test_keywords_skip_stopwords_and_rank_by_count():

@@ -142,15 +142,23 @@ def audio_tags(speech_ratio: Optional[float], loudness_db: Optional[float],
     """speech / silence / non_speech_sound, and the sound-event groups (``event_groups``).
 
     With sound events, ``speech`` comes from them: voice activity detection also fires on
-    singing and busy music, so a cartoon with a soundtrack is not tagged ``speech``.
+    singing and busy music, so a cartoon with a soundtrack is not tagged ``speech``. Under
+    ``SILENCE_DB`` voice activity is trusted again: the event model scores quiet sound low
+    whatever it is, while voice activity still hears a voice recorded far too quietly
+    (speech at -66 dBFS was tagged ``silence``, its transcript beside it), and music that
+    quiet does not fool it.
     """
     if speech_ratio is None and not events:
         return []
     tags = []
+    quiet = loudness_db is not None and loudness_db <= SILENCE_DB
     if events:
         speechy = events.get("speech", 0.0) >= EVENT_MIN
         if speechy:
             tags.append(Tag("speech", float(events["speech"]), "audio", "audio"))
+        elif quiet and speech_ratio is not None and speech_ratio >= SPEECH_RATIO_MIN:
+            speechy = True
+            tags.append(Tag("speech", float(speech_ratio), "audio", "audio"))
         for name, score in sorted(events.items(), key=lambda kv: -kv[1]):
             if name != "speech" and score >= EVENT_MIN:
                 tags.append(Tag(name, float(score), "audio", "audio"))
@@ -158,7 +166,7 @@ def audio_tags(speech_ratio: Optional[float], loudness_db: Optional[float],
         speechy = speech_ratio >= SPEECH_RATIO_MIN
         if speechy:
             tags.append(Tag("speech", float(speech_ratio), "audio", "audio"))
-    if loudness_db is not None and loudness_db <= SILENCE_DB:
+    if quiet and not speechy:
         # map -50 dB .. -100 dB onto 0.5 .. 1.0 so quieter means more certain
         tags.append(Tag("silence", float(min(1.0, 0.5 + (SILENCE_DB - loudness_db) / 100.0)), "audio", "audio"))
     elif not speechy and speech_ratio is not None:
