@@ -23,7 +23,9 @@ from vidan.config import Config
 
 # Bump when vidan's own code changes results for the same config and models: every
 # video is then analysed again on its next run.
-ANALYSIS_VERSION = 4
+# 5: squeezed (anamorphic) pixels made square, Theora's unchanged frames and Matroska
+# track lengths no longer taken for damage, quiet speech tagged speech.
+ANALYSIS_VERSION = 5
 _READ = 1 << 20
 
 
