@@ -20,6 +20,7 @@ def test_a_gpu_node_gets_one_encoder_of_each_kind_per_gpu_and_decoders_on_its_ot
     cpu = _count(slots, device="cpu")
     # the cores the encoders leave are all used: decoders are sized by cores, not GPUs
     assert cpu["decode"] >= 7 and sum(cpu.values()) == 14 and "vision" not in cpu and "asr" not in cpu
+    assert abs(sum(s.num_cpus for s in slots if s.device == "cpu") - 14) < 0.01
     assert sum(s.num_cpus for s in slots) <= 16
 
 
@@ -27,7 +28,10 @@ def test_two_cores_give_one_actor_per_stage_within_the_cores():
     slots = plan([Node("n", cpus=2)])
     assert _count(slots) == Counter({"decode": 1, "vision": 1, "audio": 1, "asr": 1, "finish": 1})
     assert sum(s.num_cpus for s in slots) <= 2
-    assert all(s.num_gpus == 0 and s.device == "cpu" for s in slots)
+    assert all(s.num_gpus == 0 and s.device == "cpu" and s.threads == 1 for s in slots)
+    # work even between two stages: one actor each, both cores theirs
+    even = plan([Node("n", cpus=2)], demand={"decode": 1.0, "vision": 0.0, "audio": 0.0, "asr": 1.0, "finish": 1})
+    assert _count(even) == Counter({"decode": 1, "asr": 1, "finish": 1})
 
 
 def test_device_cpu_keeps_encoders_off_the_gpus():
