@@ -91,6 +91,20 @@ def test_audio_track_shorter_than_video_is_not_a_loss(tmp_path):
     assert not any("ends at" in n for n in notes), notes
 
 
+def test_a_wmv_whose_audio_stops_before_its_video_is_whole(tmp_path):
+    """ASF keeps one play time for the whole file, which ffmpeg hands every stream: the
+    audio's end is unknown, not the file's, and a track shorter than the video is no loss."""
+    made = synth.write_video(tmp_path / "short.mp4", [synth.Scene(8.0, (0, 90, 0))], audio=synth.speech_clip("bread"))
+    path = tmp_path / "short.wmv"
+    synth.run_ffmpeg(["-i", made, "-c:v", "wmv2", "-c:a", "wmav2", path])
+    info = _info(path)
+    assert info.container == "asf" and info.audio_end_s is None
+    assert info.duration_s == pytest.approx(8.0, abs=0.15)
+    samples, notes = extract_audio(path, info)
+    assert len(samples) / SAMPLE_RATE == pytest.approx(4.85, abs=0.15)
+    assert notes == []
+
+
 def test_audio_cut_short_of_its_own_index_is_noted(tmp_path):
     path = synth.write_video(tmp_path / "short.mp4", [synth.Scene(8.0, (0, 90, 0))], audio=synth.speech_clip("bread"))
     info = _info(path)

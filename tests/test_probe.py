@@ -143,6 +143,15 @@ def test_other_codecs_and_containers(tmp_path, name, args, codec, container):
     assert info.frame_rate == "25/1" and info.duration_s == pytest.approx(1.0, abs=0.05)
 
 
+def test_raw_dv_rate_is_its_pictures_not_its_clock(tmp_path):
+    # the DV demuxer counts time in 1/60000 s and gives that as the average rate
+    path = synth.lavfi(tmp_path / "ntsc.dv", "testsrc=size=720x480:rate=30000/1001", 1.0,
+                       "-c:v", "dvvideo", "-pix_fmt", "yuv411p")
+    info = probe(path)
+    assert info.container == "dv" and info.video_codec == "dvvideo"
+    assert info.frame_rate == "30000/1001" and info.duration_s == pytest.approx(1.0, abs=0.05)
+
+
 def test_raw_stream_without_timestamps_gets_duration_from_packets(tmp_path):
     path = synth.lavfi(tmp_path / "raw.h264", "testsrc=size=160x120:rate=25", 2.0, "-c:v", "libx264", "-f", "h264")
     info = probe(path)

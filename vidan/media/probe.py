@@ -128,9 +128,14 @@ def _open_explained(path: str):
         av.logging.set_level(previous)
 
 
+# ASF (wmv, wma) keeps one play time per file, and ffmpeg gives it to every stream: a
+# track that ends early would read as cut short.
+_ONE_LENGTH_FOR_ALL = frozenset({"asf"})
+
+
 def _stream_end(stream, container_start_s: float) -> Optional[float]:
     """End of ``stream`` by its own header, on the container's clock; None when unknown."""
-    if stream.time_base is None:
+    if stream.time_base is None or stream.container.format.name in _ONE_LENGTH_FOR_ALL:
         return None
     start = stream.start_time if stream.start_time is not None else 0
     if stream.duration is not None and stream.duration > 0:
@@ -222,7 +227,13 @@ def _stream_info(stream) -> StreamInfo:
 
 
 def _exact_rate(stream) -> Optional[Fraction]:
-    for rate in (stream.average_rate, stream.guessed_rate):
+    average, guessed = stream.average_rate, stream.guessed_rate
+    # Some demuxers (raw DV) give the clock's tick rate as the average: 60000 fps for
+    # NTSC DV, whose pictures come every 1001/30000 s, as the guessed rate says.
+    ticks = 1 / Fraction(stream.time_base) if stream.time_base else None
+    if average and guessed and guessed > 0 and average == ticks != guessed:
+        return Fraction(guessed)
+    for rate in (average, guessed):
         if rate is not None and rate > 0:
             return Fraction(rate)
     return None
