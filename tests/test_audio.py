@@ -207,6 +207,40 @@ def test_corrupt_file_carries_ffmpegs_own_words(tmp_path, speech_video):
         extract_audio(truncated, info)
 
 
+def test_a_recording_that_starts_mid_gop_has_whole_audio(tmp_path):
+    """A broadcast capture cut at any byte starts without the picture's parameter sets.
+    ffmpeg's decoding of that video while it learns the streams says "non-existing PPS",
+    which is no fault of the audio; the video's own check notes the missing pictures."""
+    from vidan.config import FrameConfig
+    from vidan.media.frames import decode_part
+
+    made = synth.write_video(tmp_path / "talk.mp4", [synth.Scene(8.0, (0, 90, 0))], audio=synth.speech_clip("bread"))
+    whole = tmp_path / "whole.ts"
+    synth.run_ffmpeg(["-i", made, "-c:v", "libx264", "-g", "100", "-c:a", "aac", "-f", "mpegts", whole])
+    data = whole.read_bytes()
+    cut = tmp_path / "capture.ts"
+    cut.write_bytes(data[(len(data) * 3 // 10) // 188 * 188 + 57:])  # mid-packet, as a capture starts
+    info = _info(cut)
+    samples, notes = extract_audio(cut, info)
+    assert len(samples) > 0 and notes == []
+    frames = decode_part(cut, info, Span(0.0, info.duration_s), FrameConfig())
+    assert any(n.startswith("first video frame at") for n in frames.notes), frames.notes
+
+
+def test_ffmpeg_complaints_are_the_audio_s_own_and_counted():
+    from vidan.media.audio import _stderr_lines
+
+    said = (b"[h264 @ 0x55642f482c80] non-existing PPS 0 referenced\n    Last message repeated 1 times\n"
+            b"[aac @ 0x55642f482d00] Input buffer exhausted before END element found\n"
+            b"[h264 @ 0x55642f482c80] no frame!\n[vist#0:0/h264 @ 0x55642f4] Decoding error\n"
+            b"[aac @ 0x55642f482d00] Input buffer exhausted before END element found\n"
+            b"[mpegts @ 0x55642f481000] Packet corrupt (stream = 1, dts = 900)\n")
+    assert _stderr_lines(said) == ("[aac] Input buffer exhausted before END element found (x2) | "
+                                   "[mpegts] Packet corrupt (stream = 1, dts = 900)")
+    assert _stderr_lines(b"[h264 @ 0x1] no frame!\n") == ""
+    assert _stderr_lines(b"[h264 @ 0x1] no frame!\n", audio_only=False) == "[h264] no frame!"
+
+
 def test_timeout_is_reported(speech_video):
     with pytest.raises(MediaError, match=r"ffmpeg timed out after 0.001 s"):
         extract_audio(speech_video, _info(speech_video), timeout_s=0.001)

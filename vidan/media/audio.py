@@ -16,6 +16,7 @@ stream's header promises is a loss worth a note.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -61,7 +62,9 @@ def extract_audio(path: Union[str, os.PathLike], info: MediaInfo, span: Optional
         raise MediaError(STAGE_AUDIO, f"could not run ffmpeg ({args[0]}): {e}") from e
     errors = _stderr_lines(proc.stderr)
     if proc.returncode != 0:
-        raise MediaError(STAGE_AUDIO, errors or f"ffmpeg exited with code {proc.returncode} and said nothing")
+        # a failure is explained by whatever ffmpeg said, whichever stream it named
+        raise MediaError(STAGE_AUDIO, errors or _stderr_lines(proc.stderr, audio_only=False)
+                         or f"ffmpeg exited with code {proc.returncode} and said nothing")
     samples = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32, copy=False)
     if errors:
         # ffmpeg skips corrupt packets and carries on: the samples are usable but incomplete
@@ -167,10 +170,49 @@ def _default_audio_stream(path: str) -> Optional[int]:
     return None
 
 
-def _stderr_lines(stderr: bytes) -> str:
+def _stderr_lines(stderr: bytes, *, audio_only: bool = True) -> str:
+    """ffmpeg's complaints, one line each, repeats counted, most recent last.
+
+    ``audio_only`` drops what the decoders of other streams said: ffmpeg decodes a little
+    of every stream to learn its format before it reads the audio, and a video that
+    starts mid-GOP or a broken subtitle says so in every audio extraction, which would
+    blame the audio.
+    """
     # ffmpeg names each component by its memory address ("[aac @ 0x55d1c3a0]"): without
     # it the same fault reads the same in every run and in both parts that heard it
     text = _ADDRESS.sub("", stderr.decode("utf-8", errors="replace"))
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    text = " | ".join(lines[-_MAX_ERROR_LINES:])
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not _REPEATED.match(ln.strip())]
+    if audio_only:
+        lines = [ln for ln in lines if not _other_stream(ln)]
+    counted: dict[str, int] = {}
+    for ln in lines:  # dicts keep the order of first appearance; move each to its latest
+        counted[ln] = counted.pop(ln, 0) + 1
+    shown = [ln if n == 1 else f"{ln} (x{n})" for ln, n in counted.items()]
+    text = " | ".join(shown[-_MAX_ERROR_LINES:])
     return text[-_MAX_ERROR_CHARS:]
+
+
+_REPEATED = re.compile(r"^Last message repeated \d+ times$")
+_TAG = re.compile(r"^\[([^\]\s]+)\]")
+
+
+def _other_stream(line: str) -> bool:
+    """True for a line from a video or subtitle decoder (``[h264] no frame!``), or from
+    ffmpeg's own reader of such a stream (``[vist#0:0/h264]``)."""
+    m = _TAG.match(line)
+    if not m:
+        return False
+    tag = m.group(1)
+    if tag.startswith(("vist#", "sist#", "dist#")):
+        return True
+    return _decoder_kind(tag) in ("video", "subtitle")
+
+
+@functools.lru_cache(maxsize=256)
+def _decoder_kind(name: str) -> Optional[str]:
+    from av.codec import Codec
+
+    try:
+        return Codec(name, "r").type
+    except Exception:  # a demuxer, filter or muxer: not a decoder
+        return None
