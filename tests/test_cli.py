@@ -152,3 +152,26 @@ def test_an_embedded_ray_keeps_token_auth_without_advice_to_drop_it(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "RAY_AUTH_MODE" not in p.stderr and "Token authentication" not in p.stderr, p.stderr
     assert (home / ".ray" / "auth_token").stat().st_size > 0  # token authentication was on
+
+
+def test_the_closing_lines_say_why_each_file_is_not_ok(tmp_path):
+    """Past the summary, one line a file that is not ok: a failed file's stage and error,
+    a partial file's notes (it has no error), so nobody has to open the report to know."""
+    from vidan import load_report, synth
+
+    src = tmp_path / "in"
+    src.mkdir()
+    whole = synth.lavfi(tmp_path / "whole.mp4", "testsrc=size=160x120:rate=25", 4.0, "-c:v", "libx264",
+                        "-movflags", "+faststart")
+    data = whole.read_bytes()
+    (src / "cut.mp4").write_bytes(data[: int(len(data) * 0.55)])  # the index (at the front) survives
+    (src / "empty.mp4").write_bytes(b"")
+    p = run_vidan("analyze", src, "--out", tmp_path / "out", "--local", "--asr", "none", timeout=300)
+    assert p.returncode == 1, p.stderr
+    videos = load_report(tmp_path / "out").videos.set_index("path")
+    cut = videos.loc[str(src / "cut.mp4")]
+    assert cut.status == "partial" and len(cut.notes)
+    lines = {ln.split()[1].rstrip(":"): ln.split(None, 2) for ln in p.stderr.splitlines() if ln.startswith("  ")}
+    assert lines[str(src / "cut.mp4")][0] == "partial" and cut.notes[0] in lines[str(src / "cut.mp4")][2]
+    assert lines[str(src / "empty.mp4")][0] == "failed"
+    assert lines[str(src / "empty.mp4")][2] == "discover empty file (0 bytes)"

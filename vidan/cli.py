@@ -181,10 +181,14 @@ def _storage_options(args) -> dict:
 def _print_problems(out, run_id: str, options: dict) -> None:
     from vidan.report import load_report
 
-    v = load_report(out, storage_options=options, columns={"videos": ["path", "status", "error_stage", "error_message", "run_id"],
-                                  "segments": ["video_id"], "skipped": ["path"]}).videos
+    columns = ["path", "status", "error_stage", "error_message", "notes", "run_id"]
+    v = load_report(out, storage_options=options,
+                    columns={"videos": columns, "segments": ["video_id"], "skipped": ["path"]}).videos
     for r in v[(v.status != "ok") & (v.run_id == run_id)].itertuples():
         msg = r.error_message.splitlines()[0] if isinstance(r.error_message, str) and r.error_message else ""
+        if not msg and r.notes is not None and len(r.notes):
+            # a partial file has no error: what it lost is in its notes
+            msg = "; ".join(r.notes[:2]) + (f"; and {len(r.notes) - 2} more" if len(r.notes) > 2 else "")
         stage = r.error_stage if isinstance(r.error_stage, str) else ""
         print(f"  {r.status:8} {r.path}: {stage} {msg}".rstrip(), file=sys.stderr)
 
