@@ -17,11 +17,14 @@ def test_a_gpu_node_gets_one_encoder_of_each_kind_per_gpu_and_decoders_on_its_ot
     assert sorted(s.stage for s in gpu) == ["asr", "vision"]
     assert all(s.device == "cuda" and s.node_id == "g" for s in gpu)
     assert sum(s.num_gpus for s in gpu) <= 1.0  # shares of one GPU never add up to more
-    cpu = _count(slots, device="cpu")
+    cpu = _count([s for s in slots if s.stage != "finish"], device="cpu")
     # the cores the encoders leave are all used: decoders are sized by cores, not GPUs
     assert cpu["decode"] >= 7 and sum(cpu.values()) == 14 and "vision" not in cpu and "asr" not in cpu
     assert abs(sum(s.num_cpus for s in slots if s.device == "cpu") - 14) < 0.01
+    assert [s.num_cpus for s in slots if s.stage == "finish"] == [0.0]
     assert sum(s.num_cpus for s in slots) <= 16
+    # only an actor that reserved a share of a GPU is told to use one
+    assert all((s.device == "cuda") == (s.num_gpus > 0) for s in slots)
 
 
 def test_two_cores_give_one_actor_per_stage_within_the_cores():

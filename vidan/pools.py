@@ -81,7 +81,9 @@ def plan(nodes: Iterable[Node], *, device: str = "auto", demand: Optional[Mappin
 
     for name, s in stages.items():
         if s.scale == ONE and demand[name] > 0:
-            slots.append(Slot(name, None, 0.0, 0.0, "cuda" if use_gpu else "cpu", 1))
+            # no GPU reserved, so none used: Ray leaves every GPU visible to an actor that
+            # asked for none, and one that used them would crowd the encoders' shares
+            slots.append(Slot(name, None, 0.0, 0.0, "cpu", 1))
     return slots
 
 
