@@ -241,6 +241,52 @@ def test_ffmpeg_complaints_are_the_audio_s_own_and_counted():
     assert _stderr_lines(b"[h264 @ 0x1] no frame!\n", audio_only=False) == "[h264] no frame!"
 
 
+def _mono_by_ffmpeg(path) -> np.ndarray:
+    from vidan.media.ffmpeg_bin import ffmpeg_exe
+    import subprocess
+
+    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
+                          "-f", "f32le", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(out, "<f4")
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+def test_stereo_with_one_side_inverted_is_heard_not_cancelled(tmp_path):
+    """A miswired microphone puts the voice on both channels, one upside down: mixed to
+    mono as ffmpeg mixes, it cancels to near silence and the words are gone. One side
+    alone carries them whole."""
+    voice = synth.speech_clip("bread")
+    path = tmp_path / "inverted.mp4"
+    synth.run_ffmpeg(["-f", "lavfi", "-i", "color=size=160x120:rate=25", "-i", voice,
+                      "-af", "pan=stereo|c0=c0|c1=-1*c0", "-shortest", "-c:v", "libx264", "-c:a", "aac", path])
+    info = _info(path)
+    assert info.audio_channels == 2
+    samples, notes = extract_audio(path, info)
+    assert notes == []
+    assert _rms(_mono_by_ffmpeg(path)) < 0.01 * _rms(samples)  # what a plain mix would have heard
+    reference = _mono_by_ffmpeg(voice)
+    n = min(len(samples), len(reference))
+    # the voice at its own level and time (AAC's noise aside)
+    assert _rms(samples) == pytest.approx(_rms(reference), rel=0.05)
+    assert np.corrcoef(samples[:n], reference[:n])[0, 1] > 0.95
+
+
+def test_ordinary_stereo_is_mixed_exactly_as_ffmpeg_mixes_it(tmp_path):
+    path = tmp_path / "stereo.mp4"
+    synth.run_ffmpeg(["-f", "lavfi", "-i", "color=size=160x120:rate=25", "-f", "lavfi", "-i", "sine=frequency=300:duration=3",
+                      "-f", "lavfi", "-i", "sine=frequency=700:duration=3", "-filter_complex", "[1:a][2:a]amerge=inputs=2[a]",
+                      "-map", "0:v", "-map", "[a]", "-t", "3", "-c:v", "libx264", "-c:a", "aac", path])
+    info = _info(path)
+    assert info.audio_channels == 2
+    samples, notes = extract_audio(path, info)
+    reference = _mono_by_ffmpeg(path)
+    assert len(samples) == len(reference) and notes == []
+    assert np.abs(samples - reference).max() < 1e-6
+
+
 def test_timeout_is_reported(speech_video):
     with pytest.raises(MediaError, match=r"ffmpeg timed out after 0.001 s"):
         extract_audio(speech_video, _info(speech_video), timeout_s=0.001)

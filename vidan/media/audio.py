@@ -17,6 +17,7 @@ stream's header promises is a loss worth a note.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import subprocess
@@ -53,7 +54,9 @@ def extract_audio(path: Union[str, os.PathLike], info: MediaInfo, span: Optional
     index, notes = _choose_stream(path, info, stream)
     start = max(0.0, span.start_s) if span is not None else 0.0
     end = span.end_s if span is not None else info.duration_s
-    args = _command(path, info, index, start, end if span is not None else None)
+    # a stereo track comes as two channels, mixed here: see _to_mono
+    channels = 2 if stream is None and info.audio_channels == 2 else 1
+    args = _command(path, info, index, start, end if span is not None else None, channels)
     try:
         proc = subprocess.run(args, capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -66,6 +69,8 @@ def extract_audio(path: Union[str, os.PathLike], info: MediaInfo, span: Optional
         raise MediaError(STAGE_AUDIO, errors or _stderr_lines(proc.stderr, audio_only=False)
                          or f"ffmpeg exited with code {proc.returncode} and said nothing")
     samples = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32, copy=False)
+    if channels == 2:
+        samples = _to_mono(samples[: len(samples) // 2 * 2].reshape(-1, 2))
     if errors:
         # ffmpeg skips corrupt packets and carries on: the samples are usable but incomplete
         notes.append(f"ffmpeg reported: {errors}")
@@ -118,7 +123,29 @@ def _packet_after(path: str, info: MediaInfo, index: int, t: float) -> Optional[
     return False
 
 
-def _command(path: str, info: MediaInfo, index: int, start: float, end: Optional[float]) -> list[str]:
+# Mixed, two channels that are each this much louder than their mix are one signal with
+# one side inverted (a miswired microphone, some tape transfers): their mix is near silence.
+_CANCEL_RATIO = 4.0
+_AUDIBLE_RMS = 1e-3  # -60 dBFS: below this there is nothing to lose
+
+
+def _to_mono(stereo: np.ndarray) -> np.ndarray:
+    """Mix two channels into one as ffmpeg does, unless that cancels what they carry: then
+    the louder channel alone (nothing is lost, so no note)."""
+    # ffmpeg's own stereo-to-mono mix (libswresample): each side at -3 dB, summed
+    mono = (stereo[:, 0] + stereo[:, 1]) * np.float32(math.sqrt(0.5))
+    if len(stereo) == 0:
+        return mono
+    rms = np.sqrt(np.mean(np.square(stereo, dtype=np.float64), axis=0))
+    loud = int(np.argmax(rms))
+    mixed = float(np.sqrt(np.mean(np.square(mono, dtype=np.float64))))
+    if rms[loud] >= _AUDIBLE_RMS and mixed * _CANCEL_RATIO < rms[loud]:
+        return np.ascontiguousarray(stereo[:, loud])
+    return mono
+
+
+def _command(path: str, info: MediaInfo, index: int, start: float, end: Optional[float],
+             channels: int = 1) -> list[str]:
     import ffmpeg
 
     # Keep the file's own timestamps (-copyts): when only the audio stream is mapped,
@@ -134,7 +161,7 @@ def _command(path: str, info: MediaInfo, index: int, start: float, end: Optional
     # "file:" keeps a name such as "-x.mp4" or "concat:a|b" from being read as an option or protocol
     source = "file:" + os.path.abspath(path)
     out = ffmpeg.input(source, **input_kwargs).output(
-        "pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE, map=f"0:{index}",
+        "pipe:", format="f32le", acodec="pcm_f32le", ac=channels, ar=SAMPLE_RATE, map=f"0:{index}",
         af=_ALIGN.format(rate=SAMPLE_RATE, first=round(t0 * SAMPLE_RATE)), vn=None, sn=None, dn=None)
     return ffmpeg.compile(out.global_args("-nostdin", "-hide_banner", "-loglevel", "error"), cmd=ffmpeg_exe())
 

@@ -25,7 +25,9 @@ from vidan.config import Config
 # video is then analysed again on its next run.
 # 5: squeezed (anamorphic) pixels made square, Theora's unchanged frames and Matroska
 # track lengths no longer taken for damage, quiet speech tagged speech.
-ANALYSIS_VERSION = 5
+# 6: raw DV's frame rate, wmv sound tracks and mid-GOP captures no longer taken for
+# damage, stereo with one side inverted heard.
+ANALYSIS_VERSION = 6
 _READ = 1 << 20
 
 
