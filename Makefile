@@ -6,7 +6,7 @@ STAMP := $(VENV)/.vidan-installed
 SAMPLES ?= samples
 REPORTS ?= reports/sample
 
-.PHONY: install run test test-fast test-bench bench constraints clean
+.PHONY: install run test test-fast test-bench bench cluster constraints clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ run: $(STAMP)
 	$(PY) -m vidan.samples $(SAMPLES)
 	$(VENV)/bin/vidan analyze $(SAMPLES) --out $(REPORTS)
 	$(VENV)/bin/vidan search "a cup of coffee" --reports $(REPORTS) --top 3
+
+# A Ray cluster on this machine with CPU nodes and a node declaring a GPU; it prints its
+# address for `vidan analyze --address`, and where each stage ran when stopped (Ctrl-C).
+cluster: $(STAMP)
+	$(PY) -m workers.local_cluster $(CLUSTER_ARGS)
 
 # Two test processes, a file each at a time (a file's fixtures are built once), the files
 # with slow tests first (tests/conftest.py orders them): the suite waits on Ray,
