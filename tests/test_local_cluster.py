@@ -59,13 +59,16 @@ def test_decoders_on_cpu_nodes_encoders_on_the_gpu_node_then_ctrl_c_stops_everyt
         # a session of its own: its raylets can be found (and, if the test fails, killed) as a group
         proc = subprocess.Popen([sys.executable, "-m", "workers.local_cluster", "--cpu-nodes", "1", "--cpus", "2",
                                  "--gpu-nodes", "1", "--gpu-node-cpus", "1"], cwd=ROOT, stdout=out, stderr=err,
-                                text=True, start_new_session=True)
+                                stdin=subprocess.PIPE, text=True, start_new_session=True)
     try:
         said = _wait_for(Path(out.name), "run:", proc, timeout=180)
         address = said.split("local Ray cluster at ", 1)[1].split(":", 2)
         address = f"{address[0]}:{address[1]}"
         assert address.startswith("127.0.0.1:"), said
         assert "cpu-1 (2 CPU)" in said and "gpu-1 (1 CPU, 1 GPU (not real))" in said, said
+        proc.stdin.write("cpu\n")  # a node joins, as typed at the prompt
+        proc.stdin.flush()
+        _wait_for(Path(out.name), "added cpu-2 (2 CPU)", proc, timeout=120)
 
         run = run_vidan("analyze", src, "--out", tmp_path / "report", "--quiet", "--address", address, timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]
@@ -78,12 +81,13 @@ def test_decoders_on_cpu_nodes_encoders_on_the_gpu_node_then_ctrl_c_stops_everyt
         rows = {}
         for line in Path(out.name).read_text().splitlines():
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if len(cells) == 3 and cells[0] in ("head", "cpu-1", "gpu-1"):
+            if len(cells) == 3 and cells[0] in ("head", "cpu-1", "cpu-2", "gpu-1"):
                 rows[cells[0]] = cells[2]
-        assert set(rows) == {"head", "cpu-1", "gpu-1"}, Path(out.name).read_text()
-        assert "vidan:decode:cpu" in rows["cpu-1"] and "vidan:audio:cpu" in rows["cpu-1"], rows
+        assert set(rows) == {"head", "cpu-1", "cpu-2", "gpu-1"}, Path(out.name).read_text()
+        cpu = rows["cpu-1"] + rows["cpu-2"]
+        assert "vidan:decode:cpu" in cpu and "vidan:audio:cpu" in cpu, rows
         assert "vidan:vision:cuda" in rows["gpu-1"] and "vidan:asr:cuda" in rows["gpu-1"], rows
-        assert "decode" not in rows["gpu-1"] and "vision" not in rows["cpu-1"] and "asr" not in rows["cpu-1"], rows
+        assert "decode" not in rows["gpu-1"] and "vision" not in cpu and "asr" not in cpu, rows
         # every process the cluster started has stopped with it
         assert _group_gone(proc.pid, timeout=60)
     finally:

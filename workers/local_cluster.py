@@ -5,7 +5,8 @@ watch the stage graph place its actors before a real cluster is at hand.
         [--gpu-node-cpus 1] [--gpus 1]
 
 It prints the cluster's address; ``vidan analyze VIDEOS --out DIR --address ADDR`` runs
-on it from another terminal, as on a real cluster. Ctrl-C (or SIGTERM) prints which
+on it from another terminal, as on a real cluster. Typing ``cpu`` or ``gpu`` (and Enter)
+adds a node of that kind, mid-run if one is going on. Ctrl-C (or SIGTERM) prints which
 actors ran on which node, then stops every process it started.
 
 Each node is a raylet of its own on 127.0.0.1 (``ray.cluster_utils``, what Ray's own
@@ -18,6 +19,7 @@ coordinates.
 from __future__ import annotations
 
 import argparse
+import queue
 import signal
 import sys
 import threading
@@ -25,29 +27,59 @@ from collections import Counter, defaultdict
 from typing import Optional
 
 
-def start(cpu_nodes: int, cpus: int, gpu_nodes: int, gpu_node_cpus: int, gpus: int):
+class LocalCluster:
     """The cluster, and a name for each node id (``head``, ``cpu-1``, ``gpu-1``...)."""
-    from workers.connect import _keep_ray_on_loopback
 
-    _keep_ray_on_loopback()
-    from ray.cluster_utils import Cluster
+    def __init__(self, cpus: int, gpu_node_cpus: int, gpus: int):
+        from workers.connect import _keep_ray_on_loopback
 
-    # the dashboard serves Ray's state API (where each actor ran) and its actor table
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": True,
-                                                            "dashboard_host": "127.0.0.1"})
-    names = {cluster.head_node.node_id: ("head", "0 CPU")}
-    try:
-        for k in range(cpu_nodes):
-            node = cluster.add_node(num_cpus=cpus)
-            names[node.node_id] = (f"cpu-{k + 1}", f"{cpus} CPU")
-        for k in range(gpu_nodes):
-            node = cluster.add_node(num_cpus=gpu_node_cpus, num_gpus=gpus)
-            names[node.node_id] = (f"gpu-{k + 1}", f"{gpu_node_cpus} CPU, {gpus} GPU (not real)")
-        cluster.wait_for_nodes()
-    except BaseException:
-        cluster.shutdown()
-        raise
-    return cluster, names
+        _keep_ray_on_loopback()
+        from ray.cluster_utils import Cluster
+
+        self.cpus, self.gpu_node_cpus, self.gpus = cpus, gpu_node_cpus, gpus
+        # the dashboard serves Ray's state API (where each actor ran) and its actor table
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1"})
+        self.names = {self.cluster.head_node.node_id: ("head", "0 CPU")}
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def add(self, kind: str) -> str:
+        k = 1 + sum(name.startswith(kind + "-") for name, _ in self.names.values())
+        if kind == "gpu":
+            node = self.cluster.add_node(num_cpus=self.gpu_node_cpus, num_gpus=self.gpus)
+            resources = f"{self.gpu_node_cpus} CPU, {self.gpus} GPU (not real)"
+        else:
+            node = self.cluster.add_node(num_cpus=self.cpus)
+            resources = f"{self.cpus} CPU"
+        self.names[node.node_id] = (f"{kind}-{k}", resources)
+        return f"{kind}-{k} ({resources})"
+
+    def shutdown(self) -> None:
+        self.cluster.shutdown()
+
+
+def _read_requests(requests: "queue.Queue[str]") -> None:
+    """Each line typed, for the main thread (Ray starts a node's processes from there only)."""
+    for line in sys.stdin:
+        requests.put(line.strip().lower())
+
+
+def _serve(cluster: LocalCluster, stop: threading.Event, requests: "queue.Queue[str]") -> None:
+    while not stop.is_set():
+        try:
+            kind = requests.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if kind in ("cpu", "gpu"):
+            try:
+                print(f"added {cluster.add(kind)}", flush=True)
+            except Exception as e:  # a raylet that would not start: say so, keep the rest
+                print(f"could not add a {kind} node: {e}", flush=True)
+        elif kind:
+            print(f"type cpu or gpu to add a node, not {kind!r}", flush=True)
 
 
 def placements(names: dict) -> list[tuple[str, str, str]]:
@@ -89,18 +121,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    cluster, names = start(args.cpu_nodes, args.cpus, args.gpu_nodes, args.gpu_node_cpus, args.gpus)
+    cluster = LocalCluster(args.cpus, args.gpu_node_cpus, args.gpus)
     try:
+        for _ in range(args.cpu_nodes):
+            cluster.add("cpu")
+        for _ in range(args.gpu_nodes):
+            cluster.add("gpu")
+        cluster.cluster.wait_for_nodes()
         import ray
 
         ray.init(address=cluster.address, log_to_driver=False)
-        nodes = ", ".join(f"{name} ({res})" for name, res in names.values())
+        nodes = ", ".join(f"{name} ({res})" for name, res in cluster.names.values())
         print(f"local Ray cluster at {cluster.address}: {nodes}\n"
-              f"dashboard: http://{cluster.head_node.webui_url}\n"
+              f"dashboard: http://{cluster.cluster.head_node.webui_url}\n"
               f"run:  vidan analyze VIDEOS --out REPORT --address {cluster.address}\n"
-              f"Ctrl-C prints where each stage ran and stops the cluster.", flush=True)
-        stop.wait()
-        print(table(placements(names)), flush=True)
+              f"Type cpu or gpu (Enter) to add a node. Ctrl-C prints where each stage ran and stops "
+              f"the cluster.", flush=True)
+        requests: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=_read_requests, args=(requests,), daemon=True).start()
+        _serve(cluster, stop, requests)
+        print(table(placements(cluster.names)), flush=True)
     finally:
         try:
             import ray
