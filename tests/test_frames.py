@@ -569,3 +569,21 @@ def test_square_pixels_have_no_sample_aspect(squeezed):
     assert info.sample_aspect is None
     out = decode_part(squeezed["square pixels"], info, Span(0.0, 1.0), cfg(backend="pyav"))
     assert out.images.shape[1:3] == (224, 280)  # 720x576 as it is
+
+
+@pytest.mark.parametrize("path", ["keyframes", "decord", "pyav"])
+def test_a_video_track_that_starts_after_the_sound_has_lost_nothing(tmp_path, path):
+    """Its own header says the pictures start 1.5 s in (a camera that records sound
+    first, a title added later): no "first video frame" complaint, no frames invented
+    before it, and a part wholly before it is quiet too."""
+    made = synth.lavfi(tmp_path / "v.mp4", "testsrc=size=160x120:rate=25", 6.0, "-c:v", "libx264", "-g", "25")
+    sound = synth.lavfi(tmp_path / "a.m4a", "sine=frequency=300", 7.5, "-c:a", "aac")
+    late = tmp_path / "late.mp4"
+    synth.run_ffmpeg(["-itsoffset", "1.5", "-i", made, "-i", sound, "-map", "0:v", "-map", "1:a", "-c", "copy", late])
+    info = probe(late)
+    assert info.video_start_s == pytest.approx(1.5, abs=0.01) and info.duration_s == pytest.approx(7.5, abs=0.05)
+    cfg = FrameConfig(backend="pyav" if path == "keyframes" else path)
+    decode = _decode_part if path == "keyframes" else decode_full
+    out = decode(late, info, Span(0.0, info.duration_s), cfg)
+    assert out.notes == [] and out.times_s.min() == pytest.approx(1.5, abs=0.01)
+    assert decode(late, info, Span(0.0, 1.4), cfg).notes == []

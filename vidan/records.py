@@ -74,9 +74,10 @@ class MediaInfo:
     audio_codec: Optional[str] = None
     audio_channels: Optional[int] = None
     audio_sample_rate: Optional[int] = None
-    # Where each stream's index says it ends (seconds on the same clock), when it says.
-    # A stream shorter than the file is normal (audio ending early); one that decodes
-    # shorter than its own index promised has lost data.
+    # Where each stream's header says it starts and ends (seconds on the same clock), when
+    # it says. A stream shorter than the file is normal (audio ending early, video starting
+    # after the sound); one that decodes shorter than its own header promised has lost data.
+    video_start_s: Optional[float] = None
     video_end_s: Optional[float] = None
     audio_end_s: Optional[float] = None
 

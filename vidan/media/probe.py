@@ -70,6 +70,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
                 sample_aspect=sample_aspect(video),
                 frame_rate=f"{rate.numerator}/{rate.denominator}" if rate else None,
                 frame_count=int(video.frames) if video.frames and video.frames > 0 else None,
+                video_start_s=_stream_start(video, start_s),
                 video_end_s=_stream_end(video, start_s),
             )
         if audio is not None:
@@ -131,6 +132,13 @@ def _open_explained(path: str):
 # ASF (wmv, wma) keeps one play time per file, and ffmpeg gives it to every stream: a
 # track that ends early would read as cut short.
 _ONE_LENGTH_FOR_ALL = frozenset({"asf"})
+
+
+def _stream_start(stream, container_start_s: float) -> Optional[float]:
+    """Start of ``stream`` by its own header, on the container's clock; None when unknown."""
+    if stream.time_base is None or stream.start_time is None:
+        return None
+    return max(0.0, float(stream.start_time * stream.time_base) - container_start_s)
 
 
 def _stream_end(stream, container_start_s: float) -> Optional[float]:

@@ -190,14 +190,17 @@ class _Picker:
         frame_s = float(1 / rate) if rate else 0.0
         slack = max(1.0, 2 * frame_s)
         want_end = min(self.span.end_s, info.video_end_s or info.duration_s, info.duration_s)
+        # a video track that starts after the sound by its own header (a camera that
+        # records sound first, a title card added later) has lost nothing before it
+        want_start = max(self.span.start_s, info.video_start_s or 0.0)
         if self.last_t is None:
-            if want_end > self.span.start_s:
-                notes.append(f"no video frames between {self.span.start_s:.1f} and {want_end:.1f} s")
+            if want_end - want_start > slack:
+                notes.append(f"no video frames between {want_start:.1f} and {want_end:.1f} s")
         elif want_end - (self.last_t + frame_s) > slack:
             notes.append(f"video stream ends at {self.last_t + frame_s:.1f} s of "
                          f"{info.video_end_s or info.duration_s:.1f} s")
-        if self.first_t is not None and self.first_t - self.span.start_s > slack:
-            notes.append(f"first video frame at {self.first_t:.1f} s, span starts at {self.span.start_s:.1f} s")
+        if self.first_t is not None and self.first_t - want_start > slack:
+            notes.append(f"first video frame at {self.first_t:.1f} s, expected from {want_start:.1f} s")
         if self.out_of_order:
             notes.append(f"{self.out_of_order} frames with out-of-order timestamps dropped")
         # An AVI marks a frame its writer did not store (a capture drop, an encoder holding
