@@ -7,6 +7,7 @@ import os
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from broken_media import ts_without_sps
@@ -60,7 +61,7 @@ def messy(tmp_path_factory):
     _testsrc(d / "vp9.webm", 2, "160x120", 25, "-c:v", "libvpx-vp9", "-deadline", "realtime")
     # 3 s, one keyframe: decoded in full by decord (2 s would take PyAV's keyframe path)
     _testsrc(d / "hevc.mp4", 3, "160x120", 25, "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=none")
-    _testsrc(d / "mpeg4.avi", 2, "160x120", 25, "-c:v", "mpeg4")
+    _testsrc(d / "mpeg4.avi", 2, "160x120", 25, "-vf", "setsar=64/45", "-c:v", "mpeg4")  # squeezed pixels
     synth.write_timecode_video(d / "vfr.mp4", [0.0, 0.04, 0.5, 0.55, 1.7, 1.72, 3.0, 4.1])
     _ff("-display_rotation", "90", "-i", d / "vfr.mp4", "-c", "copy", d / "rotated.mp4")
     _testsrc(d / "tiny.mp4", 0.3, "160x120", 25, "-c:v", "libx264")
@@ -164,6 +165,8 @@ def test_backend_and_stream_facts_are_recorded(run):
     assert _row(rep, "av1.mkv").frame_backend == "pyav"
     assert _row(rep, "hevc.mp4").frame_backend == "pyav"  # the default backend
     assert _row(rep, "rotated.mp4").rotation in (90, 270)
+    assert _row(rep, "mpeg4.avi").sample_aspect == "64/45"
+    assert pd.isna(_row(rep, "big.mp4").sample_aspect)  # square
     assert _row(rep, "multi_audio.mkv").n_audio_streams == 2
     big = _row(rep, "big.mp4")
     assert (big.width, big.height) == (3840, 2160)

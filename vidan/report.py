@@ -71,7 +71,8 @@ def _emb(dim: int) -> pa.DataType:
 
 
 # Bumped when the report's columns change; part of every analysis key.
-SCHEMA_VERSION = 4
+# 5: videos.sample_aspect.
+SCHEMA_VERSION = 5
 
 PROVENANCE = [
     pa.field("config_hash", pa.string(), nullable=False),
@@ -104,6 +105,7 @@ VIDEOS_SCHEMA = pa.schema([
     pa.field("height", pa.int32()),
     pa.field("frame_rate", pa.string()),
     pa.field("rotation", pa.int32()),
+    pa.field("sample_aspect", pa.string()),  # "64/45": a coded pixel's shape; null when square
     pa.field("audio_codec", pa.string()),
     pa.field("audio_channels", pa.int32()),
     pa.field("audio_sample_rate", pa.int32()),

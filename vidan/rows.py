@@ -167,6 +167,7 @@ def video_row(video_id: str, path: str, *, status: str, info: Optional[MediaInfo
             "height": info.height,
             "frame_rate": info.frame_rate,
             "rotation": info.rotation,
+            "sample_aspect": info.sample_aspect,
             "audio_codec": info.audio_codec,
             "audio_channels": info.audio_channels,
             "audio_sample_rate": info.audio_sample_rate,
