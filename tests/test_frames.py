@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from fractions import Fraction
 
@@ -587,3 +588,32 @@ def test_a_video_track_that_starts_after_the_sound_has_lost_nothing(tmp_path, pa
     out = decode(late, info, Span(0.0, info.duration_s), cfg)
     assert out.notes == [] and out.times_s.min() == pytest.approx(1.5, abs=0.01)
     assert decode(late, info, Span(0.0, 1.4), cfg).notes == []
+
+
+def test_decord_stuck_in_its_seek_hands_the_part_to_pyav(tmp_path, monkeypatch):
+    """decord loops for ever in its seek on an interlaced H.264 TS (dmlc/decord#269; seen
+    past the 900-s deadline on 20 s of video). The decode stage gives its child a deadline
+    of its own and has PyAV decode the part: every frame there, nothing reported lost."""
+    from vidan.config import Config
+    from vidan.stages import decode as decode_stage
+    from vidan.stages.jobs import PartJob
+
+    path = tmp_path / "interlaced.ts"
+    synth.run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=20", "-c:v", "libx264",
+                      "-flags", "+ildct+ilme", "-x264-params", "interlaced=1:tff=1", "-f", "mpegts", path])
+    info = probe(path)
+    monkeypatch.setattr(decode_stage, "DECORD_GUARD_MIN_S", 8.0)
+    monkeypatch.setattr(decode_stage, "DECORD_GUARD_X", 0.1)
+    cfg = Config().replace(frames={"backend": "decord"}, detect={"faces": False, "people": False},
+                           limits={"file_timeout_s": 30.0})
+    stage = decode_stage.DecodeStage(cfg)
+    try:
+        t0 = time.monotonic()
+        (part,) = stage.process([PartJob("v", str(path), info, Span(0.0, info.duration_s), 0, 1)])
+        took = time.monotonic() - t0
+    finally:
+        stage.close()
+    assert part.backend == "pyav" and part.fallback.startswith("decord failed (timed out after 8 s"), part.fallback
+    assert part.notes == []
+    assert len(part.times_s) == 20 and part.times_s[-1] == pytest.approx(19.5, abs=0.05)
+    assert took < 120

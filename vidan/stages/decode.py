@@ -8,12 +8,24 @@ so a decoder that crashes, hangs or eats memory fails one part, not the worker.
 
 from __future__ import annotations
 
+import logging
+import re
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
 
 from vidan.config import Config
-from vidan.records import STAGE_DECODE, DecodedPart, MediaInfo, Span
+from vidan.records import STAGE_DECODE, DecodedPart, MediaError, MediaInfo, Span
+
+_log = logging.getLogger(__name__)
+# A decord child gets this long for a part (seconds of media times DECORD_GUARD_X, at
+# least DECORD_GUARD_MIN_S) before PyAV decodes it instead: the full decode runs at 30
+# to 100 times real time on one core at 360p, and at about real time for 4K.
+DECORD_GUARD_X = 4.0
+DECORD_GUARD_MIN_S = 60.0
+# What the isolation says when the child, not the file, failed (vidan.media.isolate)
+_ISOLATION_FAILURE = re.compile(r"^(timed out after|decoder process|exceeded memory limit)")
 
 
 def scan_part(path: str, info: MediaInfo, span: Span, config: Config, on_sample=None):
@@ -121,16 +133,35 @@ class DecodeStage:
             self._child.close()
 
     def _one(self, job) -> DecodedPart:
+        lim, frames = self.config.limits, self.config.frames
+        with job.local() as path:
+            if frames.backend != "decord" or not frames.fallback:
+                return self._call(path, job, self.config, lim.file_timeout_s)
+            # decord can loop for ever inside its seek (dmlc/decord#269; here an interlaced
+            # H.264 TS of 20 s ran past the 900-s deadline, where PyAV took a second), and
+            # can crash. Neither can be caught in the child, so the child gets a deadline
+            # of its own and the part is decoded again by PyAV.
+            guard = min(lim.file_timeout_s, max(DECORD_GUARD_MIN_S, DECORD_GUARD_X * job.span.duration_s))
+            try:
+                return self._call(path, job, self.config, guard)
+            except MediaError as e:
+                if not _ISOLATION_FAILURE.match(e.message):
+                    raise
+                said = e.message.splitlines()[0][:160] if e.message else "no message"
+                _log.warning("decord gave up on %s at %.0f-%.0f s (%s): decoding it with PyAV", path,
+                             job.span.start_s, job.span.end_s, said)
+                part = self._call(path, job, self.config.replace(frames={"backend": "pyav"}), lim.file_timeout_s)
+                return replace(part, fallback=f"decord failed ({said}), used pyav")
+
+    def _call(self, path: str, job, config: Config, timeout_s: float) -> DecodedPart:
         from vidan.media.isolate import IsolatedWorker
 
-        lim = self.config.limits
         if self._child is None:
-            self._child = IsolatedWorker(memory_mb=lim.memory_mb)
-        with job.local() as path:
-            return self._child.call(
-                "vidan.stages.decode:decode_for_model",
-                dict(path=path, info=job.info, span=job.span, config=self.config),
-                stage=STAGE_DECODE, timeout_s=lim.file_timeout_s,
-            )
+            self._child = IsolatedWorker(memory_mb=config.limits.memory_mb)
+        return self._child.call(
+            "vidan.stages.decode:decode_for_model",
+            dict(path=path, info=job.info, span=job.span, config=config),
+            stage=STAGE_DECODE, timeout_s=timeout_s,
+        )
 
 
