@@ -190,7 +190,8 @@ def _print_problems(out, run_id: str, options: dict) -> None:
             # a partial file has no error: what it lost is in its notes
             msg = "; ".join(r.notes[:2]) + (f"; and {len(r.notes) - 2} more" if len(r.notes) > 2 else "")
         stage = r.error_stage if isinstance(r.error_stage, str) else ""
-        print(f"  {r.status:8} {r.path}: {stage} {msg}".rstrip(), file=sys.stderr)
+        said = " ".join(x for x in (stage, msg) if x)
+        print(f"  {r.status:8} {r.path}: {said}".rstrip(), file=sys.stderr)
 
 
 def _search(args) -> int:
