@@ -22,14 +22,19 @@ def run_script(args: list, *, timeout: float, **kwargs) -> subprocess.CompletedP
         except subprocess.TimeoutExpired:
             rc = None
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            kill_group(proc)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if rc is None:
         raise AssertionError(f"{args[:2]} still running after {timeout:g} s; its stderr ends:\n{stderr[-4000:]}")
     return subprocess.CompletedProcess(args, rc, stdout, stderr)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """End ``proc`` (started with ``start_new_session=True``) and everything it started."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()

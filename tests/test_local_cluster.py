@@ -16,6 +16,7 @@ import pytest
 
 import vidan
 from log_guard import run_vidan
+from orchestrate import kill_group
 from vidan import synth
 from vidan.synth import Scene
 
@@ -91,8 +92,4 @@ def test_decoders_on_cpu_nodes_encoders_on_the_gpu_node_then_ctrl_c_stops_everyt
         # every process the cluster started has stopped with it
         assert _group_gone(proc.pid, timeout=60)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        kill_group(proc)
