@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vidan import synth
-from vidan.media.isolate import probe_isolated, run_isolated
+from vidan.media.isolate import DecoderFailed, probe_isolated, run_isolated
 from vidan.records import STAGE_DECODE, STAGE_PROBE, MediaError, MediaInfo
 
 T = "isolate_targets:"  # tests/isolate_targets.py; the child sees the parent's sys.path
@@ -50,6 +50,15 @@ def test_hang_is_cut_at_the_time_limit():
     err = _fails("hang", "timed out", timeout_s=2.0)
     assert time.monotonic() - t0 < 3.5
     assert err.message == "timed out after 2 s"
+
+
+def test_the_child_failing_is_told_apart_from_the_file_failing():
+    """A crash or hang is DecoderFailed (another decoder may read the file); an error the
+    call itself raised is a plain MediaError."""
+    assert isinstance(_fails("crash", "SIGSEGV"), DecoderFailed)
+    assert isinstance(_fails("hang", "timed out", timeout_s=1.0), DecoderFailed)
+    assert not isinstance(_fails("raise_media_error", "moov atom"), DecoderFailed)
+    assert not isinstance(_fails("raise_value_error", "bad", kwargs={"text": "bad"}), DecoderFailed)
 
 
 def test_timeout_kills_the_whole_process_group(tmp_path):

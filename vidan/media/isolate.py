@@ -63,6 +63,11 @@ _EXIT_NO_REPORT = 86
 _LEN = struct.Struct("<Q")
 
 
+class DecoderFailed(MediaError):
+    """The child failed, not the call in it: it crashed, hung past its deadline, ran out of
+    its memory limit or could not start. Another decoder may still read the file."""
+
+
 # --- parent side: one call ---------------------------------------------------------
 
 
@@ -92,7 +97,7 @@ def run_isolated(target: str, kwargs: dict, *, stage: str, timeout_s: float,
             try:
                 rc = proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
-                raise MediaError(stage, _with_tail(f"timed out after {timeout_s:g} s", _tail(stderr_path))) from None
+                raise DecoderFailed(stage, _with_tail(f"timed out after {timeout_s:g} s", _tail(stderr_path))) from None
             finally:
                 # Also on success (stray grandchildren, such as an ffmpeg the target started)
                 # and on Ctrl-C, which never reaches a child in its own session.
@@ -106,7 +111,7 @@ def run_isolated(target: str, kwargs: dict, *, stage: str, timeout_s: float,
             if outcome["ok"]:
                 return outcome["value"]
             raise _error_from_child(stage, outcome, memory_mb, tail)
-        raise MediaError(stage, _death_message("decoder process", rc, memory_mb, tail))
+        raise DecoderFailed(stage, _death_message("decoder process", rc, memory_mb, tail))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -117,7 +122,7 @@ def _error_from_child(stage: str, outcome: dict, memory_mb: Optional[int], tail:
     described = f"{outcome['type']}: {outcome['message']}"
     if memory_mb is not None and (outcome["type"] == "MemoryError" or any(m in described for m in _ALLOC_MARKERS)):
         # e.g. "libtorch_cpu.so: failed to map segment": an import that needs more address space
-        return MediaError(stage, _with_tail(f"exceeded memory limit of {memory_mb} MiB ({described})", tail))
+        return DecoderFailed(stage, _with_tail(f"exceeded memory limit of {memory_mb} MiB ({described})", tail))
     return MediaError(stage, _with_tail(described, tail))
 
 
@@ -298,7 +303,7 @@ class IsolatedWorker:
                     return self._call_once(target, kwargs, stage, timeout_s)
                 except _Killed as killed:
                     if attempt:
-                        raise MediaError(stage, str(killed)) from None
+                        raise DecoderFailed(stage, str(killed)) from None
 
     def _call_once(self, target: str, kwargs: dict, stage: str, timeout_s: float) -> Any:
         for attempt in (0, 1):
@@ -311,13 +316,13 @@ class IsolatedWorker:
             except BrokenPipeError:  # the child died between calls: the request never ran
                 self._stop()
                 if attempt:
-                    raise MediaError(stage, "decoder process could not be started again") from None
+                    raise DecoderFailed(stage, "decoder process could not be started again") from None
         self._calls += 1
         record = self._reader.read(time.monotonic() + timeout_s)
         if record is _TIMEOUT:
             tail = _tail(self._stderr, since)
             self._stop()
-            raise MediaError(stage, _with_tail(f"timed out after {timeout_s:g} s", tail))
+            raise DecoderFailed(stage, _with_tail(f"timed out after {timeout_s:g} s", tail))
         if record is _EOF:
             rc = self._kill()
             tail = _tail(self._stderr, since)
@@ -325,7 +330,7 @@ class IsolatedWorker:
             message = _death_message("decoder process", rc, self.memory_mb, tail)
             if rc == -signal.SIGKILL:
                 raise _Killed(message)
-            raise MediaError(stage, message)
+            raise DecoderFailed(stage, message)
         result = os.path.join(self._workdir, "result.pkl")
         with open(result, "rb") as f:
             outcome = pickle.load(f)
@@ -372,7 +377,7 @@ class IsolatedWorker:
                     else _death_message("decoder process", rc, self.memory_mb, ""))
             if record is _EOF and rc == -signal.SIGKILL:  # killed while starting: as mid-call
                 raise _Killed(_with_tail(what, tail))
-            raise MediaError(stage, _with_tail(what, tail))
+            raise DecoderFailed(stage, _with_tail(what, tail))
 
     def _kill(self) -> int:
         _kill_group(self._proc)

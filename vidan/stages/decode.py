@@ -9,14 +9,13 @@ so a decoder that crashes, hangs or eats memory fails one part, not the worker.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import replace
 from typing import Optional
 
 import numpy as np
 
 from vidan.config import Config
-from vidan.records import STAGE_DECODE, DecodedPart, MediaError, MediaInfo, Span
+from vidan.records import STAGE_DECODE, DecodedPart, MediaInfo, Span
 
 _log = logging.getLogger(__name__)
 # A decord child gets this long for a part (seconds of media times DECORD_GUARD_X, at
@@ -24,8 +23,6 @@ _log = logging.getLogger(__name__)
 # to 100 times real time on one core at 360p, and at about real time for 4K.
 DECORD_GUARD_X = 4.0
 DECORD_GUARD_MIN_S = 60.0
-# What the isolation says when the child, not the file, failed (vidan.media.isolate)
-_ISOLATION_FAILURE = re.compile(r"^(timed out after|decoder process|exceeded memory limit)")
 
 
 def scan_part(path: str, info: MediaInfo, span: Span, config: Config, on_sample=None):
@@ -133,6 +130,8 @@ class DecodeStage:
             self._child.close()
 
     def _one(self, job) -> DecodedPart:
+        from vidan.media.isolate import DecoderFailed
+
         lim, frames = self.config.limits, self.config.frames
         with job.local() as path:
             if frames.backend != "decord" or not frames.fallback:
@@ -144,9 +143,7 @@ class DecodeStage:
             guard = min(lim.file_timeout_s, max(DECORD_GUARD_MIN_S, DECORD_GUARD_X * job.span.duration_s))
             try:
                 return self._call(path, job, self.config, guard)
-            except MediaError as e:
-                if not _ISOLATION_FAILURE.match(e.message):
-                    raise
+            except DecoderFailed as e:
                 said = e.message.splitlines()[0][:160] if e.message else "no message"
                 _log.warning("decord gave up on %s at %.0f-%.0f s (%s): decoding it with PyAV", path,
                              job.span.start_s, job.span.end_s, said)
