@@ -62,7 +62,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         info: dict[str, Any] = {}
         if video is not None:
             cc = video.codec_context
-            rate = _exact_rate(video)
+            rate = timed_rate
             info.update(
                 video_codec=_codec_name(video),
                 width=int(cc.width) or None,
