@@ -175,3 +175,6 @@ def test_the_closing_lines_say_why_each_file_is_not_ok(tmp_path):
     assert lines[str(src / "cut.mp4")][0] == "partial" and cut.notes[0] in lines[str(src / "cut.mp4")][2]
     assert lines[str(src / "empty.mp4")][0] == "failed"
     assert lines[str(src / "empty.mp4")][2] == "discover empty file (0 bytes)"
+    # stderr is a pipe here, as in cron or a Ray job's log: progress comes as whole lines
+    assert "\r" not in p.stderr
+    assert "analysing: 2/2 files (0 ok, 1 partial, 1 failed)" in p.stderr
