@@ -250,9 +250,9 @@ class Bench:
                 self.guarded(f"end to end {label}", lambda: self._folder(label, size, bench_pipeline))
         finally:
             if started:
-                import ray
+                from workers.connect import stop_ray
 
-                ray.shutdown()
+                stop_ray()
 
     def _folder(self, label: str, size: tuple[int, int], bench_pipeline) -> None:
         media = bench_pipeline.Media(self.folder / label, size=size)

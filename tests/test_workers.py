@@ -4,6 +4,7 @@ multi-node cluster in test_stage_graph.py."""
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -339,3 +340,40 @@ def test_a_call_stuck_in_a_ray_actor_fails_its_file_at_the_deadline(ray_local, t
     assert good.status == "ok", (good.error_stage, good.error_message, list(good.notes))
     assert (stuck.status, stuck.error_stage, stuck.error_message) == (
         "failed", "decode", "timed out: still running after 20 s; the call was cancelled and its worker replaced")
+
+
+def test_stopping_an_embedded_ray_ends_its_processes_quietly_and_it_can_start_again(tmp_path):
+    """``stop_ray`` kills Ray's autoscaler monitor before ``ray.shutdown`` (which would
+    wait a second for it): every process Ray started must still end, the driver must hear
+    no complaint from the monitor, and a notebook that runs again gets a new Ray."""
+    import json
+    import sys
+
+    from log_guard import check_stderr
+    from orchestrate import run_script
+
+    script = """if True:
+        import json, psutil, ray
+        from workers.connect import init_ray, stop_ray
+
+        def ray_children():
+            return [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+
+        seen = []
+        for attempt in range(2):
+            assert init_ray(num_cpus=1) and ray.is_initialized()
+            kids = ray_children()
+            names = [" ".join(p.cmdline()) for p in kids]
+            assert ray.get(ray.remote(lambda: 2).remote()) == 2
+            stop_ray()
+            left = [n for p, n in zip(kids, names) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+            seen.append({"started": names, "left": left, "initialized": ray.is_initialized()})
+        print(json.dumps(seen))
+    """
+    proc = run_script([sys.executable, "-c", script], timeout=240, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_stderr(proc.stderr, what="stop_ray")
+    assert "autoscaler failed" not in proc.stderr and "Terminated with signal" not in proc.stderr, proc.stderr
+    for run in json.loads(proc.stdout.strip().splitlines()[-1]):
+        assert any("monitor.py" in n for n in run["started"]) and any("raylet" in n for n in run["started"])
+        assert run["left"] == [] and not run["initialized"]

@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 from vidan.cluster import ClusterError, check_reachable, cluster_address, is_loopback, token_available
 
+log = logging.getLogger("vidan")
+
 
 def _keep_ray_on_loopback() -> None:
     """Make an embedded Ray pick 127.0.0.1 rather than the machine's public address.
@@ -140,3 +142,24 @@ def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, t
     _token_auth_for_embedded()
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, _temp_dir=temp_dir, **kwargs)
     return True
+
+
+def stop_ray() -> None:
+    """``ray.shutdown()`` for the Ray that ``init_ray`` started, a second sooner.
+
+    Ray stops its processes one after another, giving each a second to exit on SIGTERM.
+    Its autoscaler monitor never makes it: its SIGTERM handler reports to the GCS, which
+    is stopped before it, so every embedded run waited 1.0 s for the SIGKILL that came
+    next (shutdown took 1.5 s, 0.5 s without that wait). The monitor has nothing to scale
+    on a local Ray that is ending; it gets that SIGKILL first. The handle on it is Ray's
+    private node object: a Ray without it shuts down as before, only slower.
+    """
+    import ray
+
+    try:
+        node = ray._private.worker._global_node
+        if node is not None and node.head:
+            node.kill_monitor(check_alive=False)
+    except Exception as e:  # a faster shutdown is not worth failing one
+        log.debug("could not stop Ray's autoscaler monitor first: %s", e)
+    ray.shutdown()

@@ -31,7 +31,7 @@ from vidan.pools import Node, Slot, diff, plan
 from vidan.stages.registry import (CHAINS, FINISH_CHAIN, STAGES, Join, batch_seconds, chain_result, item_seconds,
                                     n_pieces, take_batch)
 from workers.actors import Lost
-from workers.connect import first_line, init_ray, prepare_connection
+from workers.connect import first_line, init_ray, prepare_connection, stop_ray
 
 log = logging.getLogger("vidan")
 
@@ -848,4 +848,4 @@ class RayExecutor:
             acts.clear()
         self._calls.clear()
         if self._started_ray:
-            ray.shutdown()
+            stop_ray()
