@@ -377,3 +377,36 @@ def test_stopping_an_embedded_ray_ends_its_processes_quietly_and_it_can_start_ag
     for run in json.loads(proc.stdout.strip().splitlines()[-1]):
         assert any("monitor.py" in n for n in run["started"]) and any("raylet" in n for n in run["started"])
         assert run["left"] == [] and not run["initialized"]
+
+
+def test_a_video_finished_before_the_finish_actor_answered_still_names_every_model(ray_local):
+    """The driver reads model ids as actors load, not at start. A video can be sent to be
+    finished while the finishing actor is still loading (a busy machine): its segment
+    rows and its video row must name the text model all the same."""
+    import numpy as np
+
+    from vidan.assemble import VideoParts
+    from vidan.config import Config
+    from vidan.records import FramePart, MediaInfo, Span, StreamInfo
+    from vidan.stages import FinishJob
+    from vidan.stages.finish import FinishStage
+    from vidan.stages.registry import FINISH_CHAIN
+    from workers.ray_executor import RayExecutor
+
+    info = MediaInfo(path="/v.mp4", size_bytes=1, container="mp4", duration_s=4.0, start_time_s=0.0,
+                     streams=(StreamInfo(0, "video", "h264"),))
+    probs = np.full((4, 1000), 1e-3, np.float32)
+    probs[:, 7] = 0.9
+    frames = FramePart(span=Span(0.0, 4.0), times_s=np.arange(4) + 0.5, probs=probs, cuts=[], backend="pyav",
+                       frames_decoded=100, frames_sampled=4)
+    parts = VideoParts(info, frames=[frames])
+    ex = RayExecutor()
+    ids = ex.start(Config())
+    try:
+        assert "text" not in ids  # sent before the finishing actor has loaded, as on a busy machine
+        rows, _ = _run(ex, ex.submit(FINISH_CHAIN, FinishJob("v", "/v.mp4", parts, {"models": ids})), 120)
+        own = FinishStage(Config(), device="cpu").model_ids()
+        assert rows and all({k: r["models"].get(k) for k in own} == own for r in rows)
+        assert {k: ids.get(k) for k in own} == own  # what the driver writes in the video's row
+    finally:
+        ex.shutdown()

@@ -787,6 +787,10 @@ class RayExecutor:
                 self._queues[c.stage].extendleft(reversed([x for x in c.batch if x[0] in self._route]))
 
     def result(self, handle: int) -> Any:
+        # The driver writes a finished video's row with the provenance dict ``start``
+        # returned: the ids of every actor that has finished a call are in it first (each
+        # was asked before its first call, so its answer is there, not to be waited for).
+        self._take_ids(block=True)
         return chain_result(self._done.pop(handle))
 
     # --- what it did ------------------------------------------------------------------

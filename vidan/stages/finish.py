@@ -44,5 +44,9 @@ class FinishStage:
 
         t0 = time.perf_counter()
         feats = gather(job.parts, self.config)
-        rows = segment_rows(job.video_id, job.path, feats, self, job.provenance)
+        # This stage's own models are named here, by the process that used them: on Ray a
+        # job can be sent before the driver has heard this actor's ids (it was still
+        # loading), and its rows would name no text model.
+        prov = {**job.provenance, "models": {**job.provenance.get("models", {}), **self.model_ids()}}
+        rows = segment_rows(job.video_id, job.path, feats, self, prov)
         return rows, time.perf_counter() - t0
