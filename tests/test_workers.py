@@ -410,3 +410,36 @@ def test_a_video_finished_before_the_finish_actor_answered_still_names_every_mod
         assert {k: ids.get(k) for k in own} == own  # what the driver writes in the video's row
     finally:
         ex.shutdown()
+
+
+def test_stopping_ray_after_joining_a_cluster_leaves_the_cluster_running(tmp_path):
+    """``stop_ray`` kills the autoscaler monitor only of a Ray this process started: a
+    driver that joined a cluster (``--address``, a Ray job on the head) must leave the
+    cluster's own monitor, the one that starts its GPU nodes, running."""
+    import json
+    import sys
+
+    from log_guard import check_stderr
+    from orchestrate import run_script
+
+    script = """if True:
+        import json, psutil
+        from ray.cluster_utils import Cluster
+        from workers.connect import init_ray, stop_ray
+
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"})
+        try:
+            kids = [p for p in psutil.Process().children(recursive=True)
+                    if "autoscaler/_private/monitor.py" in " ".join(p.cmdline())]
+            assert init_ray(cluster.address)
+            stop_ray()
+            print(json.dumps({"monitors": len(kids),
+                              "alive": [p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in kids]}))
+        finally:
+            cluster.shutdown()
+    """
+    proc = run_script([sys.executable, "-c", script], timeout=240, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_stderr(proc.stderr, what="stop_ray")
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["monitors"] == 1 and seen["alive"] == [True], seen

@@ -151,8 +151,10 @@ def stop_ray() -> None:
     Its autoscaler monitor never makes it: its SIGTERM handler reports to the GCS, which
     is stopped before it, so every embedded run waited 1.0 s for the SIGKILL that came
     next (shutdown took 1.5 s, 0.5 s without that wait). The monitor has nothing to scale
-    on a local Ray that is ending; it gets that SIGKILL first. The handle on it is Ray's
-    private node object: a Ray without it shuts down as before, only slower.
+    on a local Ray that is ending; it gets that SIGKILL first. Only a Ray this process
+    started has its monitor here: a driver that joined a cluster holds none of the
+    cluster's processes, and the cluster's monitor (its GPU nodes' autoscaler) lives on.
+    The handle is Ray's private node object: a Ray without it shuts down as before, slower.
     """
     import ray
 
