@@ -307,3 +307,22 @@ def test_a_touched_file_is_read_once_then_trusted_again(tmp_path, clips, monkeyp
     s = _analyze(videos, out)
     assert (s.unchanged, s.analysed) == (2, 0)
     _once(vidan.load_report(out))
+
+
+def test_a_run_is_on_record_before_its_first_commit(tmp_path, clips, monkeypatch):
+    """A run killed right after a commit, before that commit's record update, must still
+    be on record as a run that did not finish (seen with kill -9 in test_faults)."""
+    from vidan.store import ReportStore
+
+    on_record = []
+    commit = ReportStore.commit
+
+    def watched(self, *a, **k):
+        on_record.append([(r["run_id"], r["status"]) for r in self.runs()])
+        return commit(self, *a, **k)
+
+    monkeypatch.setattr(ReportStore, "commit", watched)
+    out = tmp_path / "out"
+    summary = _analyze(_folder(tmp_path, clips, 2), out, config=FAST.replace(commit={"videos": 1}))
+    assert len(on_record) >= 2 and on_record[0] == [(summary.run_id, "running")]
+    assert [(r["run_id"], r["status"]) for r in vidan.load_report(out).runs] == [(summary.run_id, "finished")]

@@ -177,6 +177,9 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Conf
     committer = _Committer(store, {"run_id": run_id, "vidan_version": __version__, **keys}, record, summary,
                            config.commit.videos, config.commit.seconds)
     try:
+        # on record before anything is committed: a run killed between its first commit and
+        # that commit's record update still shows as a run that did not finish
+        committer.save_record("running")
         work, found, probes, stored = _plan(paths, store, keys, summary, retry_failed, reprocess, storage_options)
         committer.stored = {s.video_id for s in stored}
         committer.skipped = _skipped_rows(found, run_id, store)
