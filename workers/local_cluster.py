@@ -82,13 +82,15 @@ def _serve(cluster: LocalCluster, stop: threading.Event, requests: "queue.Queue[
             print(f"type cpu or gpu to add a node, not {kind!r}", flush=True)
 
 
-def placements(names: dict) -> list[tuple[str, str, str]]:
+def placements(names: dict, address: str) -> list[tuple[str, str, str]]:
     """(node name, its resources, the vidan actors that ran there) for every node, from
     Ray's state API: actors that have finished are still listed there."""
     from ray.util.state import list_actors
 
     ran: dict[str, Counter] = defaultdict(Counter)
-    for a in list_actors(detail=True, limit=10_000, raise_on_missing_output=False):
+    # the cluster's own address: without it the state API looks for "the" Ray on this
+    # machine, and refuses when another one is running beside this cluster
+    for a in list_actors(address=address, detail=True, limit=10_000, raise_on_missing_output=False):
         label = getattr(a, "repr_name", "") or a.class_name
         if label.startswith("vidan:") and a.node_id:
             ran[a.node_id][label] += 1
@@ -140,7 +142,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         requests: queue.Queue[str] = queue.Queue()
         threading.Thread(target=_read_requests, args=(requests,), daemon=True).start()
         _serve(cluster, stop, requests)
-        print(table(placements(cluster.names)), flush=True)
+        print(table(placements(cluster.names, cluster.address)), flush=True)
     finally:
         try:
             import ray
