@@ -12,6 +12,7 @@ import time
 from typing import Optional, TextIO
 
 from vidan.records import FAILED, OK, PARTIAL
+from vidan.report import clock
 
 LINE_EVERY_S = 30.0
 
@@ -21,12 +22,6 @@ def _is_terminal(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # no isatty, or closed
         return False
-
-
-def _clock(seconds: float) -> str:
-    s = int(round(seconds))
-    h, m = divmod(s // 60, 60)
-    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
 
 
 class Progress:
@@ -99,14 +94,14 @@ class Progress:
         done, now = sum(self.counts.values()), time.monotonic()
         text = (f"analysing: {done}/{self.total} files ({self.counts[OK]} ok, {self.counts[PARTIAL]} partial, "
                 f"{self.counts[FAILED]} failed), parts {self.parts_done}/{self.parts_total}, "
-                f"{_clock(now - self._t0)} elapsed")
+                f"{clock(now - self._t0)} elapsed")
         # parts are the finer measure of work done; a file that failed before any part ran
         # has none, so files count when parts say nothing yet
         if 0 < self.parts_done < self.parts_total:
             left = (now - self._started) * (self.parts_total - self.parts_done) / self.parts_done
-            text += f", about {_clock(left)} left"
+            text += f", about {clock(left)} left"
         elif 0 < done < self.total and not self.parts_done:
-            text += f", about {_clock((now - self._started) * (self.total - done) / done)} left"
+            text += f", about {clock((now - self._started) * (self.total - done) / done)} left"
         return text
 
     def _line(self, text: str) -> None:
