@@ -18,7 +18,7 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -235,7 +235,32 @@ def _plan(paths, store: ReportStore, keys: dict, summary: RunSummary, retry_fail
             local = [stack.enter_context(local_copy(c.path, c.etag or "", storage_options, c.size_bytes))
                      for c in missing]
             probes.update(zip([c.path for c in missing], probe_isolated(local)))
+    _on_one_clock(work.analyse, probes, storage_options)
     return work, found, probes, stored
+
+
+def _on_one_clock(candidates, probes: dict, storage_options: Optional[dict]) -> None:
+    """A file whose clock restarts is described as its copy on one clock, which is what
+    the stages decode (``PartJob.local``): durations, start and stream ends are the copy's.
+    The copy is made here once and kept in this node's scratch for the stages."""
+    from vidan.media.isolate import probe_isolated
+    from vidan.sources import local_copy
+
+    for c in candidates:
+        info = probes.get(c.path)
+        if not isinstance(info, MediaInfo) or not info.clock_jumps:
+            continue
+        try:
+            with local_copy(c.path, c.etag or "", storage_options, info.size_bytes, continuous=True) as copy:
+                [copied] = probe_isolated([copy])
+        except VidanError as e:
+            probes[c.path] = e
+            continue
+        except OSError as e:  # scratch space: full, or not writable
+            probes[c.path] = MediaError(STAGE_PROBE, f"could not copy the recordings onto one clock: {e}")
+            continue
+        probes[c.path] = (replace(copied, path=info.path, size_bytes=info.size_bytes, container=info.container,
+                                  clock_jumps=info.clock_jumps) if isinstance(copied, MediaInfo) else copied)
 
 
 def _forget_scratch(work) -> None:
@@ -408,6 +433,10 @@ def _row(v: _Video, status: str, prov: dict, cfg_json: str, *, error: Optional[V
     frames = v.parts.frames
     audio = v.parts.audio
     lang, _ = v.parts.language()
+    if v.info is not None and v.info.clock_jumps:  # how it was read, not a loss: the status stays
+        from vidan.media.timeline import jump_note
+
+        notes = [jump_note(v.info.clock_jumps), *notes]
     return video_row(
         v.video_id, v.path, status=status, info=v.info,
         error_stage=error.stage if error else None, error_message=error.message if error else None,

@@ -80,6 +80,10 @@ class MediaInfo:
     video_start_s: Optional[float] = None
     video_end_s: Optional[float] = None
     audio_end_s: Optional[float] = None
+    # Where the file's own clock restarts (recordings joined end to end), in seconds of
+    # play: such a file is analysed through a copy on one continuous clock, and every
+    # time above is that copy's (vidan.media.timeline).
+    clock_jumps: tuple[float, ...] = ()
 
     @property
     def has_video(self) -> bool:

@@ -141,19 +141,36 @@ def download(uri: str, dest: Path, options: Optional[dict] = None) -> str:
 
 
 @contextmanager
-def local_copy(path: str, etag: str = "", options: Optional[dict] = None, size: int = 0) -> Iterator[str]:
-    """``path`` itself when local; else a scratch copy of the object, held while in use."""
+def local_copy(path: str, etag: str = "", options: Optional[dict] = None, size: int = 0,
+               continuous: bool = False) -> Iterator[str]:
+    """``path`` itself when local; else a scratch copy of the object, held while in use.
+
+    ``continuous``: a scratch copy of the file's pictures and sound on one clock, for a
+    file whose clock restarts (``MediaInfo.clock_jumps``; ``vidan.media.timeline``)."""
+    if continuous:
+        with local_copy(path, etag, options, size) as src:
+            with _held_copy(_continuous_name(path, etag, src), size,
+                            lambda dest: _write_continuous(src, dest)) as dest:
+                yield dest
+        return
     if not is_remote(path):
         yield path
         return
+    with _held_copy(_name(path, etag), size, lambda dest: download(path, dest, options)) as dest:
+        yield dest
+
+
+@contextmanager
+def _held_copy(name: str, size: int, make) -> Iterator[str]:
+    """Scratch file ``name``, made by ``make(dest)`` once per node, held while in use."""
     d = scratch_dir()
-    dest = d / _name(path, etag)
+    dest = d / name
     lock_fd = os.open(d / (dest.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # one download per node; parts wait for it
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # one copy per node; parts wait for it
         if not dest.exists():
             _make_room(d, size)
-            download(path, dest, options)
+            make(dest)
         os.utime(dest)  # most recently used
         fcntl.flock(lock_fd, fcntl.LOCK_SH)  # held while decoding: not evicted under us
         yield str(dest)
@@ -161,14 +178,36 @@ def local_copy(path: str, etag: str = "", options: Optional[dict] = None, size: 
         os.close(lock_fd)
 
 
+def _continuous_name(path: str, etag: str, local: str) -> str:
+    from vidan.media.timeline import COPY_SUFFIX
+
+    if not etag:  # a local file: its copy is for these bytes, not for whatever has the name later
+        try:
+            st = os.stat(local)
+            etag = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            pass
+    # surrogateescape: a local name that is not UTF-8 hashes as its own bytes
+    key = f"{path}\0{etag}\0continuous".encode("utf-8", "surrogateescape")
+    return hashlib.sha256(key).hexdigest()[:32] + COPY_SUFFIX
+
+
+def _write_continuous(src: str, dest: Path) -> None:
+    from vidan.media.timeline import write_continuous
+
+    write_continuous(src, str(dest))
+
+
 def forget(path: str, etag: str = "") -> None:
-    """Remove this node's scratch copy of ``path`` unless a process still holds it."""
-    if not is_remote(path):
-        return
-    p = scratch_dir() / _name(path, etag)
-    if p.exists() and not _held(p):
-        p.unlink(missing_ok=True)
-        p.with_name(p.name + ".lock").unlink(missing_ok=True)
+    """Remove this node's scratch copies of ``path`` unless a process still holds them."""
+    names = [_continuous_name(path, etag, path)] if not is_remote(path) else [
+        _name(path, etag), _continuous_name(path, etag, path)]
+    d = scratch_dir()
+    for name in names:
+        p = d / name
+        if p.exists() and not _held(p):
+            p.unlink(missing_ok=True)
+            p.with_name(p.name + ".lock").unlink(missing_ok=True)
 
 
 def _head(o: RemoteObject, options: Optional[dict], n: int = 8192) -> bytes:

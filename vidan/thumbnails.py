@@ -8,6 +8,7 @@ captions (HTML with base64 PNGs, so a saved notebook keeps its pictures).
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import math
@@ -43,6 +44,30 @@ def cache_folder() -> Path:
 def read_frame(path: str, t: float, start_time_s: float = 0.0, rotation: int = 0, width: int = 240) -> np.ndarray:
     """The upright RGB frame shown at ``t`` seconds (from the file's start time, as the
     report's times are), ``width`` pixels wide."""
+    if _clock_jumps(path):  # the report's times are those of the copy on one clock
+        from vidan.sources import local_copy
+
+        with local_copy(path, continuous=True) as copy:
+            return _read_frame(copy, t, start_time_s, rotation, width)
+    return _read_frame(path, t, start_time_s, rotation, width)
+
+
+def _clock_jumps(path: str) -> tuple[float, ...]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()  # the open below says what is wrong
+    return _jumps_of(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _jumps_of(path: str, size: int, mtime_ns: int) -> tuple[float, ...]:
+    from vidan.media.timeline import clock_jumps
+
+    return clock_jumps(path)  # a packet scan: once per file, not once per picture
+
+
+def _read_frame(path: str, t: float, start_time_s: float, rotation: int, width: int) -> np.ndarray:
     import av
 
     from vidan.media.frames import upright

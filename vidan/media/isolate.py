@@ -172,6 +172,18 @@ def _probe_run(paths: list[str], start: int, results: list, *, timeout_s: float,
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+# A probe reads every packet of a file whose clock may restart (vidan.media.timeline):
+# each file gets this long on top of the timeout for each byte, a slow disk's pace.
+_READ_BYTES_PER_S = 100e6
+
+
+def _read_allowance(path: str) -> float:
+    try:
+        return os.path.getsize(path) / _READ_BYTES_PER_S
+    except OSError:
+        return 0.0
+
+
 def _collect(proc: subprocess.Popen, pipe, paths: list[str], start: int, results: list, timeout_s: float,
              memory_mb: Optional[int], stderr_path: str) -> int:
     reader = _RecordReader(pipe)
@@ -179,7 +191,8 @@ def _collect(proc: subprocess.Popen, pipe, paths: list[str], start: int, results
     k = start
     try:
         while k < len(paths):
-            deadline = time.monotonic() + (timeout_s if ready else max(timeout_s, _STARTUP_GRACE_S))
+            budget = timeout_s + _read_allowance(paths[k])
+            deadline = time.monotonic() + (budget if ready else max(budget, _STARTUP_GRACE_S))
             record = reader.read(deadline)
             if record is _TIMEOUT:
                 _kill_group(proc)
@@ -187,7 +200,7 @@ def _collect(proc: subprocess.Popen, pipe, paths: list[str], start: int, results
                 if not ready:
                     return _fail_rest(paths, k, results, "prober did not start within "
                                       f"{max(timeout_s, _STARTUP_GRACE_S):g} s", stderr_path)
-                results[k] = MediaError(STAGE_PROBE, _with_tail(f"timed out after {timeout_s:g} s",
+                results[k] = MediaError(STAGE_PROBE, _with_tail(f"timed out after {round(budget, 1):g} s",
                                                                 _tail(stderr_path)))
                 return k + 1
             if record is _EOF:

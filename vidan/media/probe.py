@@ -13,6 +13,7 @@ from dataclasses import replace
 from fractions import Fraction
 from typing import Any, Optional
 
+from vidan.media.timeline import clock_jumps, may_jump
 from vidan.records import STAGE_PROBE, MediaError, MediaInfo, StreamInfo
 
 # Codecs that only ever carry pictures; one frame of them is a photo, not a video.
@@ -47,6 +48,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
 
     with container:
         fmt = container.format.name
+        jumps_possible = may_jump(container)
         if fmt == "tty":  # ffmpeg's ANSI-art demuxer claims plain text files
             raise MediaError(STAGE_PROBE, "not a video: text file (tty)")
         streams = tuple(_stream_info(s) for s in container.streams)
@@ -95,8 +97,9 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     if duration is None or duration <= 0:
         raise MediaError(STAGE_PROBE, "unknown duration: no timed packets could be read")
     rotation = _rotation(p) if result.has_video else 0
+    jumps = clock_jumps(p, timed_index) if jumps_possible else ()
 
-    return replace(result, duration_s=float(duration), rotation=rotation)
+    return replace(result, duration_s=float(duration), rotation=rotation, clock_jumps=jumps)
 
 
 def sample_aspect(stream) -> Optional[str]:

@@ -26,7 +26,8 @@ class PartJob:
         """A context giving a local path to decode (the file itself, or a scratch copy)."""
         from vidan.sources import local_copy
 
-        return local_copy(self.path, self.etag, self.storage_options, self.info.size_bytes)
+        return local_copy(self.path, self.etag, self.storage_options, self.info.size_bytes,
+                          continuous=bool(self.info.clock_jumps))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,98 @@
+"""Transport streams joined end to end (``cat a.ts b.ts``): the clock restarts where the
+second recording begins, and both recordings are analysed, on one continuous clock.
+
+Real ffmpeg and PyAV make the recordings (pictures and bundled speech); the pipeline
+runs in-process and on an embedded Ray, in parts; the report is read back with pandas.
+"""
+
+from __future__ import annotations
+
+import os
+import wave
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import vidan
+from vidan import synth
+from vidan.config import Config
+from vidan.media.probe import probe
+from vidan.media.timeline import clock_jumps
+from vidan.synth import Scene
+from vidan.thumbnails import read_frame
+
+REC_S = 12.0
+RED, BLUE = (200, 40, 40), (40, 60, 210)
+
+
+def _recording(path: Path, colour, speech: str, speech_at: float, fps: int = 25) -> Path:
+    """REC_S of one colour, with sound all the way through and a sentence at ``speech_at``."""
+    rate = 16000
+    said = synth.read_audio(synth.speech_clip(speech), rate)
+    track = np.zeros(int(REC_S * rate), np.float32)
+    track[int(speech_at * rate):int(speech_at * rate) + len(said)] = said
+    wav = path.with_suffix(".wav")
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(track, -1, 1) * 32767).astype("<i2").tobytes())
+    synth.write_video(path, [Scene(REC_S, colour)], fps=fps, size=(320, 240), audio=wav, gop=fps)
+    wav.unlink()
+    return path
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("timeline")
+    a = _recording(d / "a.ts", RED, "coffee", 1.0)
+    b = _recording(d / "b.ts", BLUE, "cat", 2.0)
+    folder = d / "in"
+    folder.mkdir()
+    # a name that is not UTF-8, with a space: the copy's scratch name is hashed from it
+    joined = folder / os.fsdecode(b"joined \xff.ts")
+    joined.write_bytes(a.read_bytes() + b.read_bytes())  # what `cat a.ts b.ts` makes
+    return {"a": a, "b": b, "joined": joined, "folder": folder}
+
+
+def test_the_restart_is_found_from_packets_and_nowhere_else(media, tmp_path):
+    jumps = clock_jumps(str(media["joined"]))
+    assert len(jumps) == 1 and abs(jumps[0] - REC_S) < 0.1, jumps
+    assert clock_jumps(str(media["a"])) == ()
+    # one recording's clock, both recordings' pictures: no jump, in TS or anywhere else
+    mp4 = tmp_path / "one.mp4"
+    synth.run_ffmpeg(["-i", media["joined"], "-c", "copy", mp4])
+    assert clock_jumps(str(mp4)) == ()
+    info = probe(media["joined"])
+    assert info.clock_jumps == jumps and info.container == "mpegts"
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_joined_recordings_are_analysed_whole_on_one_clock(media, tmp_path, executor):
+    out = tmp_path / "out"
+    # parts of 10 s: the stages of every part read the same copy
+    cfg = Config().replace(asr={"language": "en"}, limits={"part_s": 10.0})
+    vidan.analyze([media["folder"]], out, config=cfg, executor=executor, num_cpus=2)
+    v = pd.read_parquet(out / "videos").iloc[0]
+    s = pd.read_parquet(out / "segments").sort_values("start_s")
+
+    assert v["status"] == "ok", list(v["notes"])
+    assert "clock restarts at 12.0 s" in v["notes"][0]
+    assert abs(v["duration_s"] - 2 * REC_S) < 0.2
+    assert v["frames_decoded"] >= 2 * REC_S * 25 - 2
+    assert abs(v["audio_decoded_s"] - 2 * REC_S) < 0.2
+    # the second recording's picture starts where the first one's ends
+    cuts = [c["t_s"] for c in v["shot_cuts"]]
+    assert any(abs(t - REC_S) < 0.2 for t in cuts), cuts
+    # each recording's sentence, at its own place on the one clock
+    words = [w for ws in s["words"] for w in ws]
+    for name, start, lo, hi in (("coffee", 1.0, 0.0, REC_S), ("cat", 2.0, REC_S, 2 * REC_S)):
+        first = synth.speech_text(name).split()[0].strip(".,").lower()
+        at = [w["start_s"] for w in words if w["text"].strip(" .,").lower() == first and lo <= w["start_s"] < hi]
+        assert at and abs(at[0] - (lo + start)) < 1.0, (name, [(w["text"], w["start_s"]) for w in words])
+    # a thumbnail at a report time shows what was on screen then
+    for t, colour in ((REC_S / 2, RED), (REC_S * 1.5, BLUE)):
+        img = read_frame(str(media["joined"]), t, v["start_time_s"])
+        assert np.abs(img.reshape(-1, 3).mean(axis=0) - colour).max() < 25, (t, img.reshape(-1, 3).mean(axis=0))
