@@ -81,7 +81,8 @@ def write_continuous(src: str, dst: str, timeout_s: float = 3600.0) -> None:
 
     part = f"{dst}.{os.getpid()}.part"
     # no shell, and the file name goes after -i as one argument: nothing in it is parsed
-    args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", src,
+    # +genpts: a program stream leaves some frames' times out, and NUT needs every one
+    args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-fflags", "+genpts", "-i", src,
             "-map", "0:v?", "-map", "0:a?", "-c", "copy", "-dn", "-sn", "-f", COPY_FORMAT, part]
     try:
         proc = subprocess.run(args, capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
