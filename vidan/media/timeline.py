@@ -79,7 +79,8 @@ def write_continuous(src: str, dst: str, timeout_s: float = 3600.0) -> None:
     whole or not at all. Raises ``MediaError`` with ffmpeg's own words."""
     from vidan.media.ffmpeg_bin import ffmpeg_exe
 
-    part = f"{dst}.{os.getpid()}.part"
+    # hidden until whole: scratch eviction (vidan.sources._make_room) passes over dot files
+    part = os.path.join(os.path.dirname(dst) or ".", f".{os.path.basename(dst)}.{os.getpid()}.part")
     # no shell, and the file name goes after -i as one argument: nothing in it is parsed
     # +genpts: a program stream leaves some frames' times out, and NUT needs every one
     args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-fflags", "+genpts", "-i", src,
