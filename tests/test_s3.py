@@ -183,3 +183,29 @@ def test_s3_folder_into_s3_report_copies_each_new_object_once(s3, tmp_path, monk
     monkeypatch.setattr(vidan.sources, "download", no_download)
     s = vidan.analyze(src, out=out, config=cfg, executor="local")
     assert (s.unchanged, s.analysed) == (2, 0)
+
+
+def test_joined_recordings_in_s3_are_read_on_one_clock_and_their_copies_cleaned(s3, tmp_path, monkeypatch):
+    """``cat a.ts b.ts`` uploaded: the object is downloaded once, copied onto one clock
+    (vidan.media.timeline), analysed whole, and both scratch copies go when the run ends."""
+    import obstore
+    from obstore.store import S3Store
+
+    from s3_server import KEY, SECRET
+
+    monkeypatch.setenv("VIDAN_SCRATCH", str(tmp_path / "scratch"))
+    bucket = S3Store(BUCKET, endpoint=s3.endpoint, access_key_id=KEY, secret_access_key=SECRET,
+                     region="us-east-1", client_options={"allow_http": True})
+    recordings = [synth.write_video(tmp_path / f"{k}.ts", [Scene(3.0, colour)], size=(160, 120), fps=10, gop=10)
+                  for k, colour in enumerate(((200, 40, 40), (40, 60, 210)))]
+    prefix = f"joined-{secrets.token_hex(4)}"
+    obstore.put(bucket, f"{prefix}/both.ts", b"".join(p.read_bytes() for p in recordings))
+    cfg = vidan.Config().replace(asr={"backend": "none"}, segments={"plan": "fixed", "window_s": 1.0})
+
+    s = vidan.analyze(f"s3://{BUCKET}/{prefix}", out=tmp_path / "report", config=cfg, executor="local")
+    assert (s.new, s.ok) == (1, 1), s.line()
+    v = vidan.load_report(tmp_path / "report").videos.iloc[0]
+    assert abs(v.duration_s - 6.0) < 0.2 and v.frames_decoded == 60, (v.duration_s, v.frames_decoded)
+    assert "clock restarts at 3.0 s" in v.notes[0]
+    assert any(abs(c["t_s"] - 3.0) < 0.15 for c in v.shot_cuts), v.shot_cuts
+    assert not [p for p in (tmp_path / "scratch").iterdir() if not p.name.endswith(".lock")]  # copies cleaned

@@ -16,6 +16,7 @@ round them to milliseconds).
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 from typing import Optional
@@ -55,20 +56,25 @@ def clock_jumps(path: str, stream_index: Optional[int] = None) -> tuple[float, .
         tb = float(stream.time_base)
         jumps: list[float] = []
         played = 0.0  # seconds of play in the recordings before this one
-        lo = hi = None  # this recording's earliest and latest time (B-frames come out of order)
-        step = 0.0  # one packet's length, to count the last frame's time too
+        lo = hi = last = None  # this recording's earliest and latest time (B-frames come out of order)
+        step = math.inf  # one packet's length, to count the last frame's time too: the packets'
+        # own durations, else the smallest step between two packets' times
         try:
             for packet in container.demux(stream):
                 if packet.pts is None:
                     continue
                 t = packet.pts * tb
                 if hi is not None and (t < hi - BACK_S or t > hi + FORWARD_S):
-                    played += hi - lo + step
+                    played += hi - lo + (step if math.isfinite(step) else 0.0)
                     jumps.append(round(played, 6))
-                    lo = hi = None
+                    lo = hi = last = None
+                if packet.duration:
+                    step = packet.duration * tb
+                elif last is not None and t > last:
+                    step = min(step, t - last)
                 lo = t if lo is None else min(lo, t)
                 hi = t if hi is None else max(hi, t)
-                step = (packet.duration or 0) * tb or step
+                last = t
         except av.error.FFmpegError:
             pass  # a damaged tail: the jumps before it still hold
         return tuple(jumps)
