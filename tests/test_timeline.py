@@ -120,3 +120,21 @@ def test_joined_recordings_are_analysed_whole_on_one_clock(media, tmp_path, kind
     for t, colour in ((REC_S / 2, RED), (REC_S * 1.5, BLUE)):
         img = read_frame(str(media[kind]), t, v["start_time_s"])
         assert np.abs(img.reshape(-1, 3).mean(axis=0) - colour).max() < 25, (t, img.reshape(-1, 3).mean(axis=0))
+
+
+def test_without_scratch_space_the_file_is_analysed_as_it_is(media, tmp_path, monkeypatch, caplog):
+    """No room for the copy (here VIDAN_SCRATCH names a file): the run goes on, the log
+    says why, and the file gives what it gave before: its first recording, partial."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("VIDAN_SCRATCH", str(blocker / "scratch"))
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="vidan"):
+        s = vidan.analyze([media["ts"].parent], out, config=Config().replace(asr={"backend": "none"}),
+                          executor="local")
+    assert (s.partial, s.failed) == (1, 0), s.line()
+    v = pd.read_parquet(out / "videos").iloc[0]
+    assert abs(v["duration_s"] - REC_S) < 0.2
+    assert any("out-of-order timestamps" in n for n in v["notes"]), list(v["notes"])
+    assert any("clock restarts" in r.getMessage() and "analysing it as it is" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]

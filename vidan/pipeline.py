@@ -253,14 +253,17 @@ def _on_one_clock(candidates, probes: dict, storage_options: Optional[dict]) -> 
         try:
             with local_copy(c.path, c.etag or "", storage_options, info.size_bytes, continuous=True) as copy:
                 [copied] = probe_isolated([copy])
-        except VidanError as e:
-            probes[c.path] = e
+            if not isinstance(copied, MediaInfo):
+                raise copied
+        except (VidanError, OSError) as e:  # OSError: scratch space full, or not writable
+            # the file as it is still gives its first recording (partial, with the frames
+            # it could not place): better than nothing, and the log says why
+            log.warning("%s: its clock restarts, but %s; analysing it as it is", c.path,
+                        getattr(e, "message", None) or e)
+            probes[c.path] = replace(info, clock_jumps=())
             continue
-        except OSError as e:  # scratch space: full, or not writable
-            probes[c.path] = MediaError(STAGE_PROBE, f"could not copy the recordings onto one clock: {e}")
-            continue
-        probes[c.path] = (replace(copied, path=info.path, size_bytes=info.size_bytes, container=info.container,
-                                  clock_jumps=info.clock_jumps) if isinstance(copied, MediaInfo) else copied)
+        probes[c.path] = replace(copied, path=info.path, size_bytes=info.size_bytes, container=info.container,
+                                 clock_jumps=info.clock_jumps)
 
 
 def _forget_scratch(work) -> None:

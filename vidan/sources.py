@@ -70,8 +70,12 @@ def _remote(uri: str, meta: dict) -> RemoteObject:
                         int(meta["last_modified"].timestamp() * 1e9))
 
 
+def _scratch_path() -> Path:
+    return Path(os.environ.get("VIDAN_SCRATCH") or Path(tempfile.gettempdir()) / f"vidan-scratch-{os.getuid()}")
+
+
 def scratch_dir() -> Path:
-    d = Path(os.environ.get("VIDAN_SCRATCH") or Path(tempfile.gettempdir()) / f"vidan-scratch-{os.getuid()}")
+    d = _scratch_path()
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -200,9 +204,11 @@ def _write_continuous(src: str, dest: Path) -> None:
 
 def forget(path: str, etag: str = "") -> None:
     """Remove this node's scratch copies of ``path`` unless a process still holds them."""
+    d = _scratch_path()
+    if not d.is_dir():  # nothing was copied (a local run need not have scratch space at all)
+        return
     names = [_continuous_name(path, etag, path)] if not is_remote(path) else [
         _name(path, etag), _continuous_name(path, etag, path)]
-    d = scratch_dir()
     for name in names:
         p = d / name
         if p.exists() and not _held(p):
