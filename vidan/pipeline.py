@@ -258,8 +258,9 @@ def _on_one_clock(candidates, probes: dict, storage_options: Optional[dict]) -> 
         except (VidanError, OSError) as e:  # OSError: scratch space full, or not writable
             # the file as it is still gives its first recording (partial, with the frames
             # it could not place): better than nothing, and the log says why
-            log.warning("%s: its clock restarts, but %s; analysing it as it is", c.path,
-                        getattr(e, "message", None) or e)
+            # escaped: a name that is not UTF-8 would break a UTF-8 log (or pytest-xdist)
+            why = str(getattr(e, "message", None) or e).encode("utf-8", "backslashreplace").decode("utf-8")
+            log.warning("%s: its clock restarts, but %s; analysing it as it is", _disp(c.path), why)
             probes[c.path] = replace(info, clock_jumps=())
             continue
         probes[c.path] = replace(copied, path=info.path, size_bytes=info.size_bytes, container=info.container,
