@@ -45,6 +45,14 @@ def _recording(path: Path, colour, speech: str, speech_at: float, fps: int = 25)
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_scratch(tmp_path_factory):
+    """The copies (kept by thumbnails for the next picture) go to this module's own scratch."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VIDAN_SCRATCH", str(tmp_path_factory.mktemp("scratch")))
+        yield
+
+
 def _frame_steps(path: Path) -> set:
     import av
 
