@@ -258,8 +258,9 @@ def _on_one_clock(candidates, probes: dict, storage_options: Optional[dict]) -> 
         except (VidanError, OSError) as e:  # OSError: scratch space full, or not writable
             # the file as it is still gives its first recording (partial, with the frames
             # it could not place): better than nothing, and the log says why
-            # escaped: a name that is not UTF-8 would break a UTF-8 log (or pytest-xdist)
-            why = str(getattr(e, "message", None) or e).encode("utf-8", "backslashreplace").decode("utf-8")
+            # escaped as the report escapes names: a raw one that is not UTF-8 would break a
+            # UTF-8 log (or pytest-xdist)
+            why = _disp(str(getattr(e, "message", None) or e))
             log.warning("%s: its clock restarts, but %s; analysing it as it is", _disp(c.path), why)
             probes[c.path] = replace(info, clock_jumps=())
             continue

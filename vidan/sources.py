@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from vidan.media.timeline import COPY_SUFFIX, write_continuous
+
 _CHUNK = 8 << 20
 
 
@@ -154,7 +156,7 @@ def local_copy(path: str, etag: str = "", options: Optional[dict] = None, size: 
     if continuous:
         with local_copy(path, etag, options, size) as src:
             with _held_copy(_continuous_name(path, etag, src), size,
-                            lambda dest: _write_continuous(src, dest)) as dest:
+                            lambda dest: write_continuous(src, str(dest))) as dest:
                 yield dest
         return
     if not is_remote(path):
@@ -183,8 +185,6 @@ def _held_copy(name: str, size: int, make) -> Iterator[str]:
 
 
 def _continuous_name(path: str, etag: str, local: str) -> str:
-    from vidan.media.timeline import COPY_SUFFIX
-
     if not etag:  # a local file: its copy is for these bytes, not for whatever has the name later
         try:
             st = os.stat(local)
@@ -194,12 +194,6 @@ def _continuous_name(path: str, etag: str, local: str) -> str:
     # surrogateescape: a local name that is not UTF-8 hashes as its own bytes
     key = f"{path}\0{etag}\0continuous".encode("utf-8", "surrogateescape")
     return hashlib.sha256(key).hexdigest()[:32] + COPY_SUFFIX
-
-
-def _write_continuous(src: str, dest: Path) -> None:
-    from vidan.media.timeline import write_continuous
-
-    write_continuous(src, str(dest))
 
 
 def forget(path: str, etag: str = "") -> None:

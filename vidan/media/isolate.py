@@ -199,7 +199,7 @@ def _collect(proc: subprocess.Popen, pipe, paths: list[str], start: int, results
                 proc.wait()
                 if not ready:
                     return _fail_rest(paths, k, results, "prober did not start within "
-                                      f"{max(timeout_s, _STARTUP_GRACE_S):g} s", stderr_path)
+                                      f"{round(max(budget, _STARTUP_GRACE_S), 1):g} s", stderr_path)
                 results[k] = MediaError(STAGE_PROBE, _with_tail(f"timed out after {round(budget, 1):g} s",
                                                                 _tail(stderr_path)))
                 return k + 1

@@ -145,9 +145,9 @@ class DecodeStage:
                 return self._call(path, job, self.config, guard)
             except DecoderFailed as e:
                 said = e.message.splitlines()[0][:160] if e.message else "no message"
-                # the name as the report writes it: a raw one that is not UTF-8 breaks a UTF-8 log
-                shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                _log.warning("decord gave up on %s at %.0f-%.0f s (%s): decoding it with PyAV", shown,
+                from vidan.report import display_path  # a raw name that is not UTF-8 breaks a UTF-8 log
+
+                _log.warning("decord gave up on %s at %.0f-%.0f s (%s): decoding it with PyAV", display_path(path),
                              job.span.start_s, job.span.end_s, said)
                 part = self._call(path, job, self.config.replace(frames={"backend": "pyav"}), lim.file_timeout_s)
                 return replace(part, fallback=f"decord failed ({said}), used pyav")
