@@ -3,7 +3,8 @@ import pytest
 
 from vidan.config import ConfigError
 from vidan.fusion import conse, fuse, l2_normalize
-from vidan.tags import (Taxonomy, TaxonomyClass, audio_tags, classify, keywords, load_taxonomy, visual_labels)
+from vidan.tags import (Taxonomy, TaxonomyClass, audio_tags, classify, keywords, load_taxonomy, text_weight,
+                        visual_labels)
 
 
 def unit(*v):
@@ -62,6 +63,14 @@ def test_keywords_skip_stopwords_and_rank_by_count():
     assert all(t.kind == "keyword" and t.source == "text" for t in kw)
     assert "the" not in [t.label for t in kw]
     assert keywords(None, 5) == [] and keywords("", 5) == []
+
+
+def test_hesitations_and_laughter_are_not_keywords_nor_count_as_words():
+    # what Whisper hears on a film without dialogue (Big Buck Bunny gave a "hmm" tag)
+    said = "Hmm. Hmmm... Mm-hmm. Uh-huh, uhm, haha. Ahh! Ooh."
+    assert keywords(said, 5) == [] and text_weight(said) == 0.0
+    kw = [t.label for t in keywords("Hmm, the hammer. Mmm, a hammer and a mum at home.", 5)]
+    assert kw[0] == "hammer" and {"home", "mum"} <= set(kw) and not {"hmm", "mmm"} & set(kw)
 
 
 def test_default_taxonomy_loads_and_user_taxonomy_in_yaml_and_toml(tmp_path):

@@ -61,6 +61,29 @@ def test_retag_matches_per_segment_classification_and_keeps_other_tags():
         assert out.column(name).equals(table.column(name))
 
 
+def test_retag_drops_the_hesitations_older_runs_kept_as_keywords():
+    # a report written before TAGGING_VERSION 2 kept "hmm" as a transcript keyword; its
+    # next run re-tags it without decoding, and the rule applies there too
+    tags = [{"label": "Hmm", "score": 1.0, "source": "text", "kind": "keyword"},
+            {"label": "rocket", "score": 0.5, "source": "text", "kind": "keyword"},
+            {"label": "mm-hmm", "score": 0.5, "source": "text", "kind": "keyword"},
+            {"label": "speech", "score": 0.7, "source": "audio", "kind": "audio"}]
+    row = {"video_id": "v", "path": "/p", "segment_index": 0, "start_s": 0.0, "end_s": 1.0, "embedding": None,
+           "tags": tags, "tag_labels": None, "config_hash": "h", "run_id": "r", "models": {"taxonomy": "old@1"}}
+    out = retag_segments(to_table([row], SEGMENTS_SCHEMA), np.zeros((2, 384), np.float32), ["a", "b"],
+                         threshold=0.1, top_k=1, tag_key="k", taxonomy_id="t")
+    assert out.column("tag_labels").to_pylist() == [["rocket", "speech"]]
+
+
+def test_tag_key_changes_with_the_tagging_rules(monkeypatch):
+    from vidan.config import Config
+    from vidan.store import keys
+
+    before = keys.tag_key(Config())
+    monkeypatch.setattr(keys, "TAGGING_VERSION", keys.TAGGING_VERSION + 1)
+    assert keys.tag_key(Config()) != before
+
+
 def test_retag_of_an_empty_table_is_empty():
     empty = SEGMENTS_SCHEMA.empty_table()
     assert retag_segments(empty, np.zeros((2, 384), np.float32), ["a", "b"], threshold=0.1, top_k=1,

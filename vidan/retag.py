@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vidan.report import EMBED_DIM, TAG
-from vidan.tags import FRAMES_CUE, PHRASE_CUE, TEXT_CUE, CueTable, classify_many
+from vidan.tags import FILLER_PATTERN, FRAMES_CUE, PHRASE_CUE, TEXT_CUE, CueTable, classify_many
 
 log = logging.getLogger("vidan")
 READ_AHEAD_BYTES = 1 << 30  # on-disk bytes of groups read while the taxonomy is embedded
@@ -97,6 +97,11 @@ def retag_segments(segments: pa.Table, class_emb: np.ndarray, labels: Sequence[s
     if len(old_vals):
         keep = np.asarray(pc.not_equal(old_vals.field("kind"), "classification").fill_null(True)
                           .to_numpy(zero_copy_only=False), dtype=bool)
+        # transcript keywords the current rules no longer give ("hmm": TAGGING_VERSION 2)
+        spoken = pc.and_(pc.equal(old_vals.field("kind"), "keyword"), pc.equal(old_vals.field("source"), "text"))
+        filler = pc.and_(spoken, pc.match_substring_regex(old_vals.field("label"), f"^(?:{FILLER_PATTERN})$",
+                                                          ignore_case=True))
+        keep &= ~np.asarray(filler.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
     else:
         keep = np.zeros(0, bool)
     kept_per_row = np.add.reduceat(np.append(keep, False).astype(np.int64), old_off[:-1]) * (np.diff(old_off) > 0)

@@ -193,12 +193,18 @@ us it's i'm don't that's there's we're you're they're can't won't isn't
 """.split())
 
 _WORD = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
+# Hesitations and laughter, however many letters Whisper gives them ("Hmm.", "Mmm",
+# "Uh-huh", "Haha"): on a film with no dialogue the model often hears only these, and a
+# "hmm" tag says nothing a search could use.
+# (RE2 syntax too: the re-tagger drops such keywords from stored rows with Arrow's regex.)
+FILLER_PATTERN = r"(?:h*m+h*m*|u+[hm]+|a+h+|o+h+|e+h+|h+u+h+|h*(?:a+h+)+a*|(?:mm|uh|uhm?)-(?:hmm|huh|uh|hm))"
+_FILLER = re.compile(FILLER_PATTERN, re.IGNORECASE)
 
 
 def content_words(text: str) -> list[str]:
     """Lower-cased words of 3+ letters that are not stop words, in order."""
     words = [w.lower().strip("'-") for w in _WORD.findall(text)]
-    return [w for w in words if len(w) >= 3 and w not in _STOPWORDS]
+    return [w for w in words if len(w) >= 3 and w not in _STOPWORDS and not _FILLER.fullmatch(w)]
 
 
 def keywords(text: Optional[str], k: int) -> list[Tag]:

@@ -28,6 +28,10 @@ from vidan.config import Config
 # 6: raw DV's frame rate, wmv sound tracks and mid-GOP captures no longer taken for
 # damage, stereo with one side inverted heard.
 ANALYSIS_VERSION = 6
+# Bump when the tagging rules change tags for the same config and stored features: every
+# video is then re-tagged (from its stored features, no decoding) on its next run.
+# 2: hesitations and laughter ("hmm", "uh-huh") are no longer transcript keywords.
+TAGGING_VERSION = 2
 _READ = 1 << 20
 
 
@@ -115,4 +119,5 @@ def tag_key(config: Config) -> str:
 
     tax = load_taxonomy(config.tags.taxonomy)
     return _h({"taxonomy": [(c.label, c.prompts) for c in tax.classes], "name": tax.name, "version": tax.version,
-               "threshold": config.tags.threshold, "top_k": config.tags.top_k, "text": "all-MiniLM-L6-v2"})
+               "threshold": config.tags.threshold, "top_k": config.tags.top_k, "text": "all-MiniLM-L6-v2",
+               "rules": TAGGING_VERSION})
