@@ -7,8 +7,11 @@ runs in-process and on an embedded Ray, in parts; the report is read back with p
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
+import textwrap
 import wave
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import pandas as pd
 import pytest
 
 import vidan
+from orchestrate import run_script
 from vidan import synth
 from vidan.config import Config
 from vidan.media.probe import probe
@@ -146,3 +150,40 @@ def test_without_scratch_space_the_file_is_analysed_as_it_is(media, tmp_path, mo
     assert any("out-of-order timestamps" in n for n in v["notes"]), list(v["notes"])
     assert any("clock restarts" in r.getMessage() and "analysing it as it is" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+CLUSTER = textwrap.dedent("""
+    import json, os, sys
+    from pathlib import Path
+    from ray.cluster_utils import Cluster
+
+    folder, out, driver, *nodes = sys.argv[1:]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    for scratch in nodes:  # each node's own disk: what its workers see as VIDAN_SCRATCH
+        cluster.add_node(num_cpus=2, env_vars={"VIDAN_SCRATCH": scratch})
+    os.environ["VIDAN_SCRATCH"] = driver
+    import vidan
+    from vidan.config import Config
+
+    cfg = Config().replace(asr={"language": "en"}, limits={"part_s": 10.0})
+    summary = vidan.analyze([folder], out, config=cfg, address=cluster.address)
+    print(json.dumps({"ok": summary.ok}))
+""")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_every_node_removes_the_copies_its_stages_made(media, tmp_path):
+    """On a cluster each node that reads a joined file makes its own copy on one clock (an
+    object-storage input likewise): the run removes them all, not only the driver's."""
+    driver, nodes = tmp_path / "driver", [tmp_path / "node1", tmp_path / "node2"]
+    out = tmp_path / "out"
+    done = run_script([sys.executable, "-c", CLUSTER, str(media["ts"].parent), str(out), str(driver),
+                       *map(str, nodes)], timeout=400, cwd=str(Path(__file__).resolve().parents[1]))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"ok": 1}, done.stderr[-4000:]
+    assert pd.read_parquet(out / "videos").iloc[0]["status"] == "ok"
+    # the stages ran on the nodes and copied the file there (scratch is made for a copy)
+    assert any(d.is_dir() for d in nodes), [str(d) for d in nodes]
+    left = {str(d): sorted(p.name for p in d.iterdir()) for d in (driver, *nodes) if d.is_dir()}
+    assert not any(left.values()), left

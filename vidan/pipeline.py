@@ -192,7 +192,7 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, config: Conf
             from vidan.retag import retag_report
 
             summary.retagged = retag_report(store, config, keys["tag_key"], committer=committer, device=device)
-        _forget_scratch(work)
+        _forget_scratch(work, probes, executor)
         store.compact(meta={**committer.meta, "change": {"compacted": 1}}, tag=run_id)
         store.cleanup(started=started_wall)
         summary.version = store.latest().version
@@ -268,12 +268,21 @@ def _on_one_clock(candidates, probes: dict, storage_options: Optional[dict]) -> 
                                  clock_jumps=info.clock_jumps)
 
 
-def _forget_scratch(work) -> None:
-    """Scratch copies of object-storage inputs made on this node go when the run ends."""
-    from vidan.sources import forget
+def _forget_scratch(work, probes: dict, executor: Executor) -> None:
+    """Scratch copies (of object-storage inputs, and of files put on one clock) go when
+    the run ends: this node's, and those the stages made on the nodes they ran on."""
+    from vidan.sources import forget, is_remote
 
     for c in work.analyse:
         forget(c.path, c.etag or "")
+    # only inputs that were copied somewhere: asking every node costs a worker process each
+    copied = [(c.path, c.etag or "") for c in work.analyse if is_remote(c.path) or (
+        isinstance(probes.get(c.path), MediaInfo) and probes[c.path].clock_jumps)]
+    if not copied:
+        return
+    forget_elsewhere = getattr(executor, "forget_scratch", None)  # (an executor of the user's may lack it)
+    if forget_elsewhere is not None:
+        forget_elsewhere(copied)
 
 
 def _skipped_rows(found, run_id: str, store: ReportStore) -> Optional[list[dict]]:

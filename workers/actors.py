@@ -86,6 +86,16 @@ def fetch(x: Any) -> Any:
         return VidanError(stage, f"worker process died: {str(e).splitlines()[0]}")
 
 
+def forget_here(inputs: list[tuple[str, str]]) -> None:
+    """This node's scratch copies of ``inputs`` ((path, etag)) removed: a task the driver
+    runs on every node its stages ran on, in the environment (``VIDAN_SCRATCH``) the
+    stages had there."""
+    from vidan.sources import forget
+
+    for path, etag in inputs:
+        forget(path, etag)
+
+
 class StageActor:
     def __init__(self, name: str, config: Config, device: str, threads: int):
         self._name = f"vidan:{name}:{device}"  # first: Ray asks __repr__ even when loading fails

@@ -146,6 +146,7 @@ def _nodes() -> list[Node]:
 
 class RayExecutor:
     shutdown_wait_s = 10.0  # for killed actors to be reported dead
+    forget_wait_s = 30.0  # for every node to remove its scratch copies at the end of a run
 
     def __init__(self, address: Optional[str] = None, *, num_cpus: Optional[int] = None, device: str = "auto",
                  temp_dir: Optional[str] = None, quiet: bool = True, call_timeout_s: Optional[float] = None):
@@ -825,6 +826,43 @@ class RayExecutor:
                 node = a.slot.node_id or "?"
             out[node] = out.get(node, 0) + a.calls
         return out
+
+    def forget_scratch(self, inputs: list[tuple[str, str]]) -> None:
+        """The stages' scratch copies of ``inputs`` removed on every node they ran on: an
+        object-storage input or a file put on one clock is copied once per node that
+        reads it, and a nightly run over a bucket would otherwise fill each node's scratch
+        up to its eviction limit. A node gone, or slow to answer, is left as it is."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from workers.actors import forget_here
+
+        if not inputs or not ray.is_initialized():
+            return
+        actors = [a for acts in (*self._actors.values(), self._gone) for a in acts]
+        unseen = [a for a in actors if not a.node and a.node_ref is not None]
+        ready = set(ray.wait([a.node_ref for a in unseen], num_returns=len(unseen), timeout=0)[0]) if unseen else ()
+        nodes = {a.node for a in actors if a.node}
+        for a in unseen:
+            if a.node_ref in ready:
+                try:
+                    nodes.add(ray.get(a.node_ref))
+                except Exception:  # it died before it answered: it made no copies worth a wait
+                    pass
+        if not nodes:
+            return
+        task = ray.remote(forget_here)
+        refs = {task.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node, soft=False)).remote(inputs): node for node in sorted(nodes)}
+        done, late = ray.wait(list(refs), num_returns=len(refs), timeout=self.forget_wait_s)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except Exception as e:
+                log.debug("could not remove scratch copies on node %s: %s", refs[ref], e)
+        for ref in late:
+            log.debug("scratch copies on node %s not removed: no answer in %g s", refs[ref], self.forget_wait_s)
+            ray.cancel(ref)
 
     def shutdown(self) -> None:
         import ray
