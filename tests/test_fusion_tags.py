@@ -3,8 +3,8 @@ import pytest
 
 from vidan.config import ConfigError
 from vidan.fusion import conse, fuse, l2_normalize
-from vidan.tags import (Taxonomy, TaxonomyClass, audio_tags, classify, keywords, load_taxonomy, text_weight,
-                        visual_labels)
+from vidan.tags import (Taxonomy, TaxonomyClass, audio_tags, classify, is_filler, keywords, load_taxonomy,
+                        text_weight, visual_labels)
 
 
 def unit(*v):
@@ -71,6 +71,9 @@ def test_hesitations_and_laughter_are_not_keywords_nor_count_as_words():
     assert keywords(said, 5) == [] and text_weight(said) == 0.0
     kw = [t.label for t in keywords("Hmm, the hammer. Mmm, a hammer and a mum at home.", 5)]
     assert kw[0] == "hammer" and {"home", "mum"} <= set(kw) and not {"hmm", "mmm"} & set(kw)
+    # words as Whisper gives them, spaces and punctuation around
+    assert all(is_filler(w) for w in (" Hmm.", " Mm-hmm,", "...", " Haha!", " uhm"))
+    assert not any(is_filler(w) for w in (" Yes.", " hum", " Oh,no", " Ahead"))
 
 
 def test_default_taxonomy_loads_and_user_taxonomy_in_yaml_and_toml(tmp_path):
@@ -209,6 +212,19 @@ def test_music_from_sound_events_and_no_speech_tag_where_events_hear_none(models
     (row,) = _rows(models, _parts(_flat(), events=talk, vad=[Span(0.5, 2.5)], words=words))
     assert [t["label"] for t in row["tags"] if t["kind"] == "audio"][0] == "speech"
     assert _classes(row)[0] == "coffee"
+
+
+def test_a_lone_hesitation_tags_no_language_and_no_keyword(models):
+    # Whisper on Big Buck Bunny: "Hmm." and nothing else
+    talk = _events(models, Speech=0.6)
+    (row,) = _rows(models, _parts(_flat(), events=talk, vad=[Span(0.5, 1.0)], words=[Word(0.5, 1.0, " Hmm.")]))
+    assert row["transcript"].strip() == "Hmm." and row["language"] == "en"  # what was heard stays on record
+    assert not [t for t in row["tags"] if t["kind"] in ("language", "keyword")], row["tags"]
+    assert "hmm" not in row["keywords"]
+    words = [Word(0.5, 1.0, " Hmm,"), Word(1.0, 1.5, " rockets"), Word(1.5, 2.0, " fly.")]
+    (row,) = _rows(models, _parts(_flat(), events=talk, vad=[Span(0.5, 2.0)], words=words))
+    assert [t["label"] for t in row["tags"] if t["kind"] == "language"] == ["en"]
+    assert "rockets" in row["keywords"] and "hmm" not in row["keywords"]
 
 
 def test_search_queries_find_people_and_music(models):

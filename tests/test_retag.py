@@ -61,18 +61,34 @@ def test_retag_matches_per_segment_classification_and_keeps_other_tags():
         assert out.column(name).equals(table.column(name))
 
 
-def test_retag_drops_the_hesitations_older_runs_kept_as_keywords():
-    # a report written before TAGGING_VERSION 2 kept "hmm" as a transcript keyword; its
-    # next run re-tags it without decoding, and the rule applies there too
-    tags = [{"label": "Hmm", "score": 1.0, "source": "text", "kind": "keyword"},
-            {"label": "rocket", "score": 0.5, "source": "text", "kind": "keyword"},
-            {"label": "mm-hmm", "score": 0.5, "source": "text", "kind": "keyword"},
-            {"label": "speech", "score": 0.7, "source": "audio", "kind": "audio"}]
-    row = {"video_id": "v", "path": "/p", "segment_index": 0, "start_s": 0.0, "end_s": 1.0, "embedding": None,
-           "tags": tags, "tag_labels": None, "config_hash": "h", "run_id": "r", "models": {"taxonomy": "old@1"}}
-    out = retag_segments(to_table([row], SEGMENTS_SCHEMA), np.zeros((2, 384), np.float32), ["a", "b"],
+def test_retag_drops_the_hesitations_older_runs_kept_as_keywords_and_their_language():
+    # a report written before TAGGING_VERSION 2 kept "hmm" as a transcript keyword, and
+    # tagged a language on a lone "Hmm."; its next run re-tags it without decoding, and
+    # the rules apply there too
+    def tag(label, kind, source="text"):
+        return {"label": label, "score": 0.5, "source": source, "kind": kind}
+
+    def word(text):
+        return {"start_s": 0.1, "end_s": 0.4, "text": text, "probability": 0.9}
+
+    def row(i, tags, words, kw):
+        return {"video_id": "v", "path": "/p", "segment_index": i, "start_s": float(i), "end_s": i + 1.0,
+                "embedding": None, "tags": tags, "tag_labels": None, "words": words, "keywords": kw,
+                "config_hash": "h", "run_id": "r", "models": {"taxonomy": "old@1"}}
+
+    rows = [
+        row(0, [tag("Hmm", "keyword"), tag("rocket", "keyword"), tag("mm-hmm", "keyword"),
+                tag("speech", "audio", "audio"), tag("en", "language", "audio")],
+            [word(" Hmm,"), word(" the"), word(" rocket.")], ["hmm", "rocket", "mm-hmm", "coffee mug"]),
+        row(1, [tag("hmm", "keyword"), tag("en", "language", "audio")], [word(" Hmm."), word(" Uh-huh...")],
+            ["hmm"]),
+        row(2, [tag("en", "language", "audio")], None, None),  # no words stored: nothing to say it of
+        row(3, None, [word(" Hmm.")], ["hmm"]),
+    ]
+    out = retag_segments(to_table(rows, SEGMENTS_SCHEMA), np.zeros((2, 384), np.float32), ["a", "b"],
                          threshold=0.1, top_k=1, tag_key="k", taxonomy_id="t")
-    assert out.column("tag_labels").to_pylist() == [["rocket", "speech"]]
+    assert out.column("tag_labels").to_pylist() == [["rocket", "speech", "en"], [], [], None]
+    assert out.column("keywords").to_pylist() == [["rocket", "coffee mug"], [], None, []]
 
 
 def test_tag_key_changes_with_the_tagging_rules(monkeypatch):

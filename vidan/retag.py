@@ -2,8 +2,10 @@
 
 No video is opened and no image or speech model runs: each segment's fused embedding is
 scored against the taxonomy's class embeddings, as ``vidan.tags.classify`` does during
-analysis, and the ``tags`` and ``tag_labels`` columns are rebuilt. Works on whole Arrow
-tables with numpy, so 100,000 segments take seconds.
+analysis, and the ``tags`` and ``tag_labels`` columns are rebuilt. Tags the current
+tagging rules no longer give (``TAGGING_VERSION``) are dropped from them and from
+``keywords`` on the way. Works on whole Arrow tables with numpy, so 100,000 segments
+take seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vidan.report import EMBED_DIM, TAG
-from vidan.tags import FILLER_PATTERN, FRAMES_CUE, PHRASE_CUE, TEXT_CUE, CueTable, classify_many
+from vidan.tags import FILLER_PATTERN, FILLER_TRIM, FRAMES_CUE, PHRASE_CUE, TEXT_CUE, CueTable, classify_many
 
 log = logging.getLogger("vidan")
 READ_AHEAD_BYTES = 1 << 30  # on-disk bytes of groups read while the taxonomy is embedded
@@ -97,11 +99,7 @@ def retag_segments(segments: pa.Table, class_emb: np.ndarray, labels: Sequence[s
     if len(old_vals):
         keep = np.asarray(pc.not_equal(old_vals.field("kind"), "classification").fill_null(True)
                           .to_numpy(zero_copy_only=False), dtype=bool)
-        # transcript keywords the current rules no longer give ("hmm": TAGGING_VERSION 2)
-        spoken = pc.and_(pc.equal(old_vals.field("kind"), "keyword"), pc.equal(old_vals.field("source"), "text"))
-        filler = pc.and_(spoken, pc.match_substring_regex(old_vals.field("label"), f"^(?:{FILLER_PATTERN})$",
-                                                          ignore_case=True))
-        keep &= ~np.asarray(filler.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        keep &= ~_not_given_now(old_vals, np.repeat(np.arange(n), np.diff(old_off)), segments)
     else:
         keep = np.zeros(0, bool)
     kept_per_row = np.add.reduceat(np.append(keep, False).astype(np.int64), old_off[:-1]) * (np.diff(old_off) > 0)
@@ -123,7 +121,44 @@ def retag_segments(segments: pa.Table, class_emb: np.ndarray, labels: Sequence[s
     tag_labels = pa.ListArray.from_arrays(offsets, values.field("label"), type=pa.list_(pa.string()), mask=mask)
     t = segments.set_column(segments.schema.get_field_index("tags"), "tags", tags)
     t = t.set_column(t.schema.get_field_index("tag_labels"), "tag_labels", tag_labels)
+    if "keywords" in t.column_names:
+        t = t.set_column(t.schema.get_field_index("keywords"), "keywords", _without_fillers(t.column("keywords")))
     return _provenance(t, tag_key, taxonomy_id)
+
+
+def _bools(a) -> np.ndarray:
+    return np.asarray(a.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _filler(text) -> np.ndarray:
+    """Which of the strings ``text`` are hesitations or punctuation alone (``is_filler``)."""
+    t = pc.utf8_trim(pc.utf8_lower(text), characters=FILLER_TRIM)
+    return _bools(pc.equal(t, "")) | _bools(pc.match_substring_regex(t, f"^(?:{FILLER_PATTERN})$"))
+
+
+def _not_given_now(vals: pa.StructArray, row: np.ndarray, segments: pa.Table) -> np.ndarray:
+    """Which stored tags (``vals``, of rows ``row``) the current rules no longer give
+    (TAGGING_VERSION 2): a hesitation as a transcript keyword, and a language tag of a
+    segment where only hesitations were heard."""
+    kind = vals.field("kind")
+    spoken = _bools(pc.and_(pc.equal(kind, "keyword"), pc.equal(vals.field("source"), "text")))
+    out = spoken & _filler(vals.field("label"))
+    language = _bools(pc.equal(kind, "language"))
+    if language.any() and "words" in segments.column_names:
+        words = segments.column("words").combine_chunks()
+        heard = np.asarray(pc.list_parent_indices(words))[~_filler(pc.list_flatten(words).field("text"))]
+        out |= language & ~(np.bincount(heard, minlength=segments.num_rows) > 0)[row]
+    return out
+
+
+def _without_fillers(col: pa.ChunkedArray) -> pa.Array:
+    """A list-of-strings column (``keywords``) without its hesitations."""
+    lists = col.combine_chunks()
+    values = pc.list_flatten(lists)
+    keep = ~_filler(values) if len(values) else np.zeros(0, bool)
+    counts = np.bincount(np.asarray(pc.list_parent_indices(lists))[keep], minlength=len(lists))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, values.filter(pa.array(keep)), type=lists.type, mask=lists.is_null())
 
 
 def _provenance(t: pa.Table, tag_key: str, taxonomy_id: str) -> pa.Table:

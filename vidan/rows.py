@@ -16,7 +16,7 @@ from vidan.records import FAILED, MediaInfo
 from vidan.report import display_path
 from vidan.report import EMBED_DIM
 from vidan.tags import (EVENT_GROUPS, EVENT_MIN, FRAMES_CUE, PHRASE_CUE, TEXT_CUE, Tag, audio_tags, class_baseline,
-                        classify_many, cue_table, event_groups, keywords, label_keywords, language_tag,
+                        classify_many, cue_table, event_groups, is_filler, keywords, label_keywords, language_tag,
                         person_phrases, person_tags, text_weight, visual_labels)
 
 # Sentence embeddings of the fixed phrases (detectors, sound groups), per text model.
@@ -87,7 +87,8 @@ def segment_rows(video_id: str, path: str, feats: Sequence[SegmentFeatures], mod
             *who,
             *vis,
             *audio_tags(f.speech_ratio, f.loudness_db, groups or None),
-            *language_tag(f.language, f.language_probability, bool(f.words)),
+            *language_tag(f.language, f.language_probability,
+                          bool(f.words) and not all(is_filler(w.text) for w in f.words)),
             *kw,
         ]
         seg = f.segment

@@ -176,6 +176,8 @@ def audio_tags(speech_ratio: Optional[float], loudness_db: Optional[float],
 
 
 def language_tag(language: Optional[str], probability: Optional[float], has_words: bool) -> list[Tag]:
+    """``has_words``: words other than hesitations were heard (a lone "Hmm." in a film
+    without dialogue says nothing of a language)."""
     if not language or not has_words:
         return []
     return [Tag(language, float(probability if probability is not None else 1.0), "audio", "language")]
@@ -199,6 +201,13 @@ _WORD = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
 # (RE2 syntax too: the re-tagger drops such keywords from stored rows with Arrow's regex.)
 FILLER_PATTERN = r"(?:h*m+h*m*|u+[hm]+|a+h+|o+h+|e+h+|h+u+h+|h*(?:a+h+)+a*|(?:mm|uh|uhm?)-(?:hmm|huh|uh|hm))"
 _FILLER = re.compile(FILLER_PATTERN, re.IGNORECASE)
+FILLER_TRIM = " .,!?;:\u2026'\"-"  # what Whisper puts around a word
+
+
+def is_filler(word: str) -> bool:
+    """A hesitation or laughter ("Hmm.", "uh-huh,"), or punctuation alone."""
+    w = word.strip(FILLER_TRIM).lower()
+    return not w or bool(_FILLER.fullmatch(w))
 
 
 def content_words(text: str) -> list[str]:

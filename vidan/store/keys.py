@@ -30,7 +30,8 @@ from vidan.config import Config
 ANALYSIS_VERSION = 6
 # Bump when the tagging rules change tags for the same config and stored features: every
 # video is then re-tagged (from its stored features, no decoding) on its next run.
-# 2: hesitations and laughter ("hmm", "uh-huh") are no longer transcript keywords.
+# 2: hesitations and laughter ("hmm", "uh-huh") are no longer transcript keywords, nor
+# enough for a segment's language tag.
 TAGGING_VERSION = 2
 _READ = 1 << 20
 
