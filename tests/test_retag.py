@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from vidan.report import SEGMENTS_SCHEMA, to_table
-from vidan.retag import retag_segments
+from vidan.retag import retag_segments, unspoken_languages_cleared
 from vidan.tags import classify
 
 
@@ -89,6 +89,26 @@ def test_retag_drops_the_hesitations_older_runs_kept_as_keywords_and_their_langu
                          threshold=0.1, top_k=1, tag_key="k", taxonomy_id="t")
     assert out.column("tag_labels").to_pylist() == [["rocket", "speech", "en"], [], [], None]
     assert out.column("keywords").to_pylist() == [["rocket", "coffee mug"], [], None, []]
+
+
+def test_a_video_where_only_hesitations_were_heard_loses_its_language_on_retag():
+    from vidan.report import VIDEOS_SCHEMA
+
+    def seg(vid, i, texts):
+        return {"video_id": vid, "path": f"/{vid}", "segment_index": i, "start_s": float(i), "end_s": i + 1.0,
+                "language": "en", "language_probability": 0.8, "config_hash": "h", "run_id": "r",
+                "words": None if texts is None else [{"start_s": i + 0.1, "end_s": i + 0.4, "text": t,
+                                                      "probability": 0.9} for t in texts]}
+
+    segs = [seg("bunny", 0, [" Hmm."]), seg("bunny", 1, []), seg("talk", 0, []), seg("talk", 1, [" Hmm,", " hello."]),
+            seg("quiet", 0, None)]
+    vids = [{"video_id": v, "path": f"/{v}", "status": "ok", "language": "en" if v != "quiet" else None}
+            for v in ("bunny", "talk", "quiet", "elsewhere")]
+    vt, st = unspoken_languages_cleared(to_table(vids, VIDEOS_SCHEMA), to_table(segs, SEGMENTS_SCHEMA))
+    assert vt.column("language").to_pylist() == [None, "en", None, "en"]  # "elsewhere": no segment here to judge
+    assert st.column("language").to_pylist() == [None, None, "en", "en", None]
+    assert st.column("language_probability").to_pylist()[:3] == [None, None, 0.800000011920929]
+    assert vt.schema == VIDEOS_SCHEMA and st.schema == SEGMENTS_SCHEMA
 
 
 def test_tag_key_changes_with_the_tagging_rules(monkeypatch):

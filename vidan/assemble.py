@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -105,23 +105,29 @@ class VideoParts:
         return self._vote("detected_language", "detected_probability")
 
     def language(self) -> tuple[Optional[str], Optional[float]]:
-        """The language of the parts that had speech, weighted by their word count."""
-        return self._vote("language", "language_probability")
+        """The language of the parts that had speech, weighted by their word count.
+        Hesitations do not count: a film whose only words are Whisper's "Hmm." has no
+        language (``detected_language`` still gives Whisper's guess)."""
+        from vidan.tags import is_filler
+
+        return vote_language(self.audio, "language", "language_probability", said=lambda w: not is_filler(w.text))
 
     def _vote(self, field: str, probability: str) -> tuple[Optional[str], Optional[float]]:
         return vote_language(self.audio, field, probability)
 
 
-def vote_language(parts: Sequence[AudioPart], field: str = "language",
-                  probability: str = "language_probability") -> tuple[Optional[str], Optional[float]]:
+def vote_language(parts: Sequence[AudioPart], field: str = "language", probability: str = "language_probability",
+                  said: Optional[Callable[[Word], bool]] = None) -> tuple[Optional[str], Optional[float]]:
     """The language (``field``) most words were heard in, over parts with words, and the
-    highest ``probability`` a part gave it."""
+    highest ``probability`` a part gave it. ``said``: which words count (default all)."""
     votes: Counter = Counter()
     prob: dict[str, float] = {}
     for p in parts:
         lang = getattr(p, field)
-        if lang and p.words:
-            votes[lang] += len(p.words)
+        words = p.words or []
+        n = len(words) if said is None else sum(1 for w in words if said(w))
+        if lang and n:
+            votes[lang] += n
             prob[lang] = max(prob.get(lang, 0.0), getattr(p, probability) or 0.0)
     if not votes:
         return None, None

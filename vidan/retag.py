@@ -161,6 +161,33 @@ def _without_fillers(col: pa.ChunkedArray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, values.filter(pa.array(keep)), type=lists.type, mask=lists.is_null())
 
 
+def unspoken_languages_cleared(videos: pa.Table, segments: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """``videos`` and ``segments`` (one group's) with ``language`` and its probability
+    cleared for the videos in which only hesitations were heard: what analysis gives
+    since TAGGING_VERSION 2 (``VideoParts.language``)."""
+    if not segments.num_rows or "words" not in segments.column_names:
+        return videos, segments
+    words = segments.column("words").combine_chunks()
+    heard = np.asarray(pc.list_parent_indices(words))[~_filler(pc.list_flatten(words).field("text"))]
+    said = np.bincount(heard, minlength=segments.num_rows) > 0
+    ids = segments.column("video_id").combine_chunks()
+    spoken = pa.array(sorted(set(ids.filter(pa.array(said)).to_pylist())), pa.string())
+    segmented = pa.array(sorted(set(ids.to_pylist())), pa.string())
+
+    def clear(t: pa.Table) -> pa.Table:
+        vid = t.column("video_id").combine_chunks()
+        # a video none of whose segments is here is left as it is
+        keep = pc.or_(pc.is_in(vid, value_set=spoken), pc.invert(pc.is_in(vid, value_set=segmented)))
+        for name in ("language", "language_probability"):
+            if name in t.column_names:
+                col = t.column(name).combine_chunks()
+                t = t.set_column(t.schema.get_field_index(name), name,
+                                 pc.if_else(keep, col, pa.scalar(None, col.type)))
+        return t
+
+    return clear(videos) if videos.num_rows else videos, clear(segments)
+
+
 def _provenance(t: pa.Table, tag_key: str, taxonomy_id: str) -> pa.Table:
     n = t.num_rows
     t = t.set_column(t.schema.get_field_index("tag_key"), "tag_key", pa.array([tag_key] * n, pa.string()))
@@ -329,6 +356,7 @@ def retag_report(store, config, tag_key: str, *, committer=None, device: str = "
         vt, st = ahead.pop(g.id).result() if g.id in ahead else read(g)
         st = retag_segments(st, class_emb.result(), tax.labels, threshold=config.tags.threshold,
                             top_k=config.tags.top_k, tag_key=tag_key, taxonomy_id=tax.id, evidence=evidence)
+        vt, st = unspoken_languages_cleared(vt, st)
         # tags are all that changed: the rows, their order and embeddings are the sidecar's
         return store.write_group(retag_videos(vt, tag_key, tax.id), st, tag, index=g.index)
 
