@@ -849,6 +849,7 @@ class RayExecutor:
                     nodes.add(ray.get(a.node_ref))
                 except Exception:  # it died before it answered: it made no copies worth a wait
                     pass
+        nodes &= {n.node_id for n in _nodes()}  # a node gone took its scratch with it, or keeps it till it returns
         if not nodes:
             return
         task = ray.remote(forget_here)
