@@ -129,6 +129,10 @@ def test_rows_carry_provenance_and_embeddings(report):
     assert seg.config_hash.nunique() == 1 and seg.config_hash.iloc[0] == vidan.Config().hash()
     models = seg.models.iloc[0]
     assert "whisper" in models["asr"] and "efficientnet" in models["vision"] and "MiniLM" in models["text"]
+    # the models behind the people, face and sound tags too, on every row
+    for name, want in (("faces", "centerface@"), ("people", "hog-people@"), ("sound_events", "yamnet")):
+        assert seg.models.map(lambda m: (m[name] or "").startswith(want)).all(), (name, models)
+        assert rep.videos.models.map(lambda m: (m[name] or "").startswith(want)).all(), (name, models)
     emb = np.stack(seg.embedding.to_numpy())
     assert emb.shape[1] == 384 and emb.dtype == np.float32
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)

@@ -63,6 +63,12 @@ MODELS = pa.struct([
     pa.field("vision", pa.string()),
     pa.field("text", pa.string()),
     pa.field("taxonomy", pa.string()),
+    # the detectors and the sound-event model (null where turned off). Added without a
+    # new SCHEMA_VERSION: a file written before them reads them as null (unknown), and
+    # re-analysing every report to fill in names would change no result.
+    pa.field("faces", pa.string()),
+    pa.field("people", pa.string()),
+    pa.field("sound_events", pa.string()),
 ])
 
 
