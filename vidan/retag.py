@@ -60,13 +60,15 @@ def stored_cues(segments: pa.Table) -> CueTable:
 
 
 def retag_segments(segments: pa.Table, class_emb: np.ndarray, labels: Sequence[str], *, threshold: float,
-                   top_k: int, tag_key: str, taxonomy_id: str, evidence=None) -> pa.Table:
+                   top_k: int, tag_key: str, taxonomy_id: str, evidence=None,
+                   said: Optional[np.ndarray] = None) -> pa.Table:
     """``segments`` with classification tags from ``class_emb``, first, as during analysis;
     the other tags kept in their order. Vectorised over Arrow buffers: no Python loop per row.
 
     ``evidence(phrases) -> (phrase embeddings, visual baseline)``: what scoring the stored
     cues needs beside the class embeddings (``Evidence``). Rows written before cues were
-    stored are scored by their fused embedding, as analysis did then.
+    stored are scored by their fused embedding, as analysis did then. ``said``:
+    ``said_per_segment(segments)`` when the caller has it already.
     """
     n = segments.num_rows
     if n == 0:
@@ -99,7 +101,7 @@ def retag_segments(segments: pa.Table, class_emb: np.ndarray, labels: Sequence[s
     if len(old_vals):
         keep = np.asarray(pc.not_equal(old_vals.field("kind"), "classification").fill_null(True)
                           .to_numpy(zero_copy_only=False), dtype=bool)
-        keep &= ~_not_given_now(old_vals, np.repeat(np.arange(n), np.diff(old_off)), segments)
+        keep &= ~_not_given_now(old_vals, np.repeat(np.arange(n), np.diff(old_off)), segments, said)
     else:
         keep = np.zeros(0, bool)
     kept_per_row = np.add.reduceat(np.append(keep, False).astype(np.int64), old_off[:-1]) * (np.diff(old_off) > 0)
@@ -136,18 +138,29 @@ def _filler(text) -> np.ndarray:
     return _bools(pc.equal(t, "")) | _bools(pc.match_substring_regex(t, f"^(?:{FILLER_PATTERN})$"))
 
 
-def _not_given_now(vals: pa.StructArray, row: np.ndarray, segments: pa.Table) -> np.ndarray:
+def said_per_segment(segments: pa.Table) -> Optional[np.ndarray]:
+    """Which segments heard a word other than a hesitation (None: no words stored)."""
+    if "words" not in segments.column_names:
+        return None
+    words = segments.column("words").combine_chunks()
+    heard = np.asarray(pc.list_parent_indices(words))[~_filler(pc.list_flatten(words).field("text"))]
+    return np.bincount(heard, minlength=segments.num_rows) > 0
+
+
+def _not_given_now(vals: pa.StructArray, row: np.ndarray, segments: pa.Table,
+                   said: Optional[np.ndarray]) -> np.ndarray:
     """Which stored tags (``vals``, of rows ``row``) the current rules no longer give
     (TAGGING_VERSION 2): a hesitation as a transcript keyword, and a language tag of a
-    segment where only hesitations were heard."""
+    segment where only hesitations were heard (``said``: ``said_per_segment``, worked
+    out here when not given and needed)."""
     kind = vals.field("kind")
     spoken = _bools(pc.and_(pc.equal(kind, "keyword"), pc.equal(vals.field("source"), "text")))
     out = spoken & _filler(vals.field("label"))
     language = _bools(pc.equal(kind, "language"))
-    if language.any() and "words" in segments.column_names:
-        words = segments.column("words").combine_chunks()
-        heard = np.asarray(pc.list_parent_indices(words))[~_filler(pc.list_flatten(words).field("text"))]
-        out |= language & ~(np.bincount(heard, minlength=segments.num_rows) > 0)[row]
+    if language.any():
+        said = said_per_segment(segments) if said is None else said
+        if said is not None:
+            out |= language & ~said[row]
     return out
 
 
@@ -161,15 +174,15 @@ def _without_fillers(col: pa.ChunkedArray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, values.filter(pa.array(keep)), type=lists.type, mask=lists.is_null())
 
 
-def unspoken_languages_cleared(videos: pa.Table, segments: pa.Table) -> tuple[pa.Table, pa.Table]:
+def unspoken_languages_cleared(videos: pa.Table, segments: pa.Table,
+                               said: Optional[np.ndarray] = None) -> tuple[pa.Table, pa.Table]:
     """``videos`` and ``segments`` (one group's) with ``language`` and its probability
     cleared for the videos in which only hesitations were heard: what analysis gives
-    since TAGGING_VERSION 2 (``VideoParts.language``)."""
-    if not segments.num_rows or "words" not in segments.column_names:
+    since TAGGING_VERSION 2 (``VideoParts.language``). ``said``: ``said_per_segment``
+    of ``segments``, when already worked out."""
+    said = said_per_segment(segments) if said is None else said
+    if not segments.num_rows or said is None:
         return videos, segments
-    words = segments.column("words").combine_chunks()
-    heard = np.asarray(pc.list_parent_indices(words))[~_filler(pc.list_flatten(words).field("text"))]
-    said = np.bincount(heard, minlength=segments.num_rows) > 0
     ids = segments.column("video_id").combine_chunks()
     spoken = pa.array(sorted(set(ids.filter(pa.array(said)).to_pylist())), pa.string())
     segmented = pa.array(sorted(set(ids.to_pylist())), pa.string())
@@ -354,9 +367,11 @@ def retag_report(store, config, tag_key: str, *, committer=None, device: str = "
 
     def redo(g):
         vt, st = ahead.pop(g.id).result() if g.id in ahead else read(g)
+        said = said_per_segment(st)  # once for both: the words of every segment, matched
         st = retag_segments(st, class_emb.result(), tax.labels, threshold=config.tags.threshold,
-                            top_k=config.tags.top_k, tag_key=tag_key, taxonomy_id=tax.id, evidence=evidence)
-        vt, st = unspoken_languages_cleared(vt, st)
+                            top_k=config.tags.top_k, tag_key=tag_key, taxonomy_id=tax.id, evidence=evidence,
+                            said=said)
+        vt, st = unspoken_languages_cleared(vt, st, said)
         # tags are all that changed: the rows, their order and embeddings are the sidecar's
         return store.write_group(retag_videos(vt, tag_key, tax.id), st, tag, index=g.index)
 

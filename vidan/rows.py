@@ -87,8 +87,7 @@ def segment_rows(video_id: str, path: str, feats: Sequence[SegmentFeatures], mod
             *who,
             *vis,
             *audio_tags(f.speech_ratio, f.loudness_db, groups or None),
-            *language_tag(f.language, f.language_probability,
-                          bool(f.words) and not all(is_filler(w.text) for w in f.words)),
+            *language_tag(f.language, f.language_probability, any(not is_filler(w.text) for w in f.words or ())),
             *kw,
         ]
         seg = f.segment

@@ -839,16 +839,10 @@ class RayExecutor:
 
         if not inputs or not ray.is_initialized():
             return
-        actors = [a for acts in (*self._actors.values(), self._gone) for a in acts]
-        unseen = [a for a in actors if not a.node and a.node_ref is not None]
-        ready = set(ray.wait([a.node_ref for a in unseen], num_returns=len(unseen), timeout=0)[0]) if unseen else ()
-        nodes = {a.node for a in actors if a.node}
-        for a in unseen:
-            if a.node_ref in ready:
-                try:
-                    nodes.add(ray.get(a.node_ref))
-                except Exception:  # it died before it answered: it made no copies worth a wait
-                    pass
+        # where the actors that ran calls are (an actor that ran none made no copy; one that
+        # did has answered where it is, so nothing is waited for here)
+        worked = [a for acts in (*self._actors.values(), self._gone) for a in acts if a.calls]
+        nodes = set(self._calls_by_node(worked))
         nodes &= {n.node_id for n in _nodes()}  # a node gone took its scratch with it, or keeps it till it returns
         if not nodes:
             return
