@@ -326,3 +326,45 @@ def test_a_run_is_on_record_before_its_first_commit(tmp_path, clips, monkeypatch
     summary = _analyze(_folder(tmp_path, clips, 2), out, config=FAST.replace(commit={"videos": 1}))
     assert len(on_record) >= 2 and on_record[0] == [(summary.run_id, "running")]
     assert [(r["run_id"], r["status"]) for r in vidan.load_report(out).runs] == [(summary.run_id, "finished")]
+
+
+def test_rows_name_every_model_even_when_one_loads_after_the_first_video_is_done(tmp_path, clips):
+    """On Ray the driver learns each stage's model ids as its actors load, and a video can
+    finish first (a silent one, before any speech was heard): its rows must still name
+    every model of the run, and no commit may go out before they are known. The Ray
+    timing is played here by an executor whose vision id comes in with the second video."""
+    from vidan import pipeline
+    from vidan.stages.registry import FINISH_CHAIN
+
+    class LateIds(pipeline.LocalExecutor):
+        def start(self, config):
+            self.ids = super().start(config)
+            self.late = self.ids.pop("vision")
+            self.finished = 0
+            self.handles = {}
+            return self.ids
+
+        def submit(self, chain, item):
+            h = super().submit(chain, item)
+            self.handles[h] = chain
+            return h
+
+        def result(self, handle):
+            if self.handles.pop(handle) == FINISH_CHAIN:
+                self.finished += 1
+                if self.finished == 2:
+                    self.ids["vision"] = self.late
+            return super().result(handle)
+
+        def models_known(self):
+            return "vision" in self.ids
+
+    ex = LateIds()
+    out = tmp_path / "out"
+    s = pipeline.run([_folder(tmp_path, clips, 3)], out, FAST.replace(commit={"videos": 1}), ex, progress=False)
+    rep = vidan.load_report(out)
+    assert len(rep.videos) == 3 and len(rep.segments) > 0
+    assert (rep.videos.models.map(lambda m: m["vision"]) == ex.late).all()
+    assert (rep.segments.models.map(lambda m: m["vision"]) == ex.late).all()
+    # the first video's rows waited for the id: two commits for three videos, not three
+    assert s.commits == 2

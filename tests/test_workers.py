@@ -404,10 +404,17 @@ def test_a_video_finished_before_the_finish_actor_answered_still_names_every_mod
     ids = ex.start(Config())
     try:
         assert "text" not in ids  # sent before the finishing actor has loaded, as on a busy machine
+        assert not ex.models_known()  # so no commit goes out yet (pipeline._Committer.ready)
         rows, _ = _run(ex, ex.submit(FINISH_CHAIN, FinishJob("v", "/v.mp4", parts, {"models": ids})), 120)
         own = FinishStage(Config(), device="cpu").model_ids()
         assert rows and all({k: r["models"].get(k) for k in own} == own for r in rows)
         assert {k: ids.get(k) for k in own} == own  # what the driver writes in the video's row
+        # the speech actor ran no call: its id comes in as it loads, and commits wait for it
+        deadline = time.monotonic() + 120
+        while not ex.models_known():
+            assert time.monotonic() < deadline, "actors did not all load in 120 s"
+            ex.wait(timeout=0.5)
+        assert {"asr", "vision", "faces", "people", "sound_events", "text"} <= {k for k, v in ids.items() if v}
     finally:
         ex.shutdown()
 

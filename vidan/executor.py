@@ -33,6 +33,10 @@ class Executor(Protocol):
     def result(self, handle: Any) -> Any:
         """The chain's last result, or raise ``VidanError`` naming the stage that failed."""
 
+    def models_known(self) -> bool:
+        """Every stage whose worker is up has named its models in the dict ``start``
+        returned (one still waiting for a node, a GPU not up yet, is not waited for)."""
+
     def forget_scratch(self, inputs: list[tuple[str, str]]) -> None:
         """Remove the scratch copies of ``inputs`` ((path, etag)) that the stages made on
         other nodes (the driver removes its own node's)."""
@@ -139,6 +143,9 @@ class LocalExecutor:
 
     def stats(self) -> dict[str, dict[str, float]]:
         return {n: {"actors": 1, "calls": self._ncalls[n], "busy_s": round(self.busy_s[n], 3)} for n in STAGES}
+
+    def models_known(self) -> bool:
+        return True  # ``start`` loaded every stage
 
     def forget_scratch(self, inputs: list[tuple[str, str]]) -> None:
         pass  # the stages ran on the driver's node, whose copies the driver removes

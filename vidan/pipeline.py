@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from vidan import __version__
 from vidan.assemble import VideoParts
@@ -115,13 +115,16 @@ class _Committer:
         self.skipped: Optional[list[dict]] = None  # this run's skipped list, when it differs
         self.stored: set[str] = set()  # ids the report held before the run
         self.last = time.monotonic()
+        # whether the rows' provenance is complete: a commit due before then waits for it
+        self.ready: Callable[[], bool] = lambda: True
 
     def add(self, row: dict, segments: list[dict], drop: Optional[str] = None) -> None:
         self.videos.append(row)
         self.segments.extend(segments)
         if drop:
             self.drop.add(drop)
-        if len(self.videos) >= self.every_videos or time.monotonic() - self.last >= self.every_s:
+        due = len(self.videos) >= self.every_videos or time.monotonic() - self.last >= self.every_s
+        if due and self.ready():
             self.flush()
 
     def flush(self, rewrite=None, change: Optional[dict] = None) -> None:
@@ -322,11 +325,21 @@ def _schedule_and_collect(work, probes: dict, config: Config, executor: Executor
                           storage_options: Optional[dict] = None) -> None:
     bar = Progress(len(work.analyse), enabled=progress)
     models = executor.start(config)
+    committer.ready = executor.models_known
     bar.started()
     prov = {"config_hash": config.hash(), "models": models, "run_id": run_id, **keys}
     cfg_json = config.to_json()
 
     def emit(row: dict, segments: list[dict]) -> None:
+        # Every row names the run's models, whichever finished first: a video finished
+        # before another stage's worker had loaded (a silent one, before any speech was
+        # heard) would otherwise name no model for that stage. Rows share the dict the
+        # executor fills as workers load, and are committed once it is complete.
+        for s in segments:
+            for k, v in s["models"].items():
+                if models.get(k) is None and v is not None:
+                    models[k] = v  # the finishing stage's own, named by the process that used them
+            s["models"] = models
         committer.add(row, segments, drop=work.supersede.get(row["video_id"]))
         summary.segments += len(segments)
         status = row["status"]
@@ -365,6 +378,7 @@ def _schedule_and_collect(work, probes: dict, config: Config, executor: Executor
                     del videos[video_id]
                 else:
                     handles[executor.submit(FINISH, FinishJob(v.video_id, v.path, v.parts, prov))] = (video_id, FINISH)
+    committer.ready = lambda: True
     bar.close()
 
 

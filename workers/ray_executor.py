@@ -491,6 +491,13 @@ class RayExecutor:
             del self._pending_ids[stage]
             a.last_done = max(a.last_done, now)  # loading is not busy time
 
+    def models_known(self) -> bool:
+        self._take_ids(block=False)
+        # Rows wait while a stage's actor comes up and loads, but not for one Ray has not
+        # placed after workers.place_warn_s (a GPU node the autoscaler has yet to start):
+        # they name its model once it is up, or null if it never is.
+        return all(a.reported and _unplaced(a.handle) for a, _ in self._pending_ids.values())
+
     def wait(self, timeout: float) -> list[int]:
         import ray
 
