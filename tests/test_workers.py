@@ -401,7 +401,9 @@ def test_a_video_finished_before_the_finish_actor_answered_still_names_every_mod
                        frames_decoded=100, frames_sampled=4)
     parts = VideoParts(info, frames=[frames])
     ex = RayExecutor()
-    ids = ex.start(Config())
+    # no re-plan while the test waits: with no work left it would retire the idle actors,
+    # one maybe before it has loaded (a slow machine), and its models would go unnamed
+    ids = ex.start(Config().replace(workers={"replan_s": 600.0}))
     try:
         assert "text" not in ids  # sent before the finishing actor has loaded, as on a busy machine
         assert not ex.models_known()  # so no commit goes out yet (pipeline._Committer.ready)
