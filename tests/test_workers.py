@@ -116,7 +116,7 @@ def test_a_stage_whose_first_actor_is_retired_before_it_loaded_still_names_its_m
         assert first not in ex._actors["vision"]
         part = _run(ex, ex.submit("visual", _visual_job(tmp_path, 2.0, "coffee")), 60)
         assert isinstance(part, FramePart)
-        ex._take_ids(block=True)  # what submitting a finished video does
+        ex._take_ids(block=True)  # what taking a result does, before a video's rows are written
         assert {k: ids.get(k) for k in expected} == expected
     finally:
         ex.shutdown()

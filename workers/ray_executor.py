@@ -28,7 +28,7 @@ from vidan.cluster import cluster_address
 from vidan.config import Config
 from vidan.records import VidanError
 from vidan.pools import Node, Slot, diff, plan
-from vidan.stages.registry import (CHAINS, FINISH_CHAIN, STAGES, Join, batch_seconds, chain_result, item_seconds,
+from vidan.stages.registry import (CHAINS, STAGES, Join, batch_seconds, chain_result, item_seconds,
                                     n_pieces, take_batch)
 from workers.actors import Lost
 from workers.connect import first_line, init_ray, prepare_connection, stop_ray
@@ -364,8 +364,6 @@ class RayExecutor:
     # --- moving items -----------------------------------------------------------------
 
     def submit(self, chain: str, item: Any) -> int:
-        if chain == FINISH_CHAIN:
-            self._take_ids(block=True)  # a finished video's provenance names the models that made it
         h = self._next
         self._next += 1
         first = CHAINS[chain][0]
